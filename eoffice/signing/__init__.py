@@ -1,0 +1,1 @@
+"""PDF signing engine (PAdES) and development PKI."""
