@@ -1,0 +1,181 @@
+"""Reusable pool of sandboxed worker processes (time limit per file, address-space cap).
+
+Hostile PDFs can loop forever or balloon in memory inside pyHanko; each file is therefore
+analysed in a child process with RLIMIT_AS, and the parent enforces the wall-clock limit by
+killing the child. Children are reused across files (forking per file costs throughput) and
+replaced when they time out or die.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .report import INDETERMINATE, failure_report
+
+_PRELOAD = ["eoffice.verification.core"]
+
+
+def _context() -> Any:
+    if sys.platform.startswith("linux"):
+        # forkserver: cheap forks of a process that already imported pyHanko, and safe to use
+        # from threaded parents (web servers, Celery) unlike plain fork.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _limit_memory(memory_limit_mb: int) -> None:
+    try:
+        import resource
+
+        limit = int(memory_limit_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        # Not available (non-POSIX) or not allowed: the time limit still applies.
+        pass
+
+
+def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
+    """Child loop: receive (path, wire options), send back a report, until told to stop."""
+    _limit_memory(memory_limit_mb)
+    from .core import analyse_file
+    from .options import VerifyOptions
+
+    cache: tuple[Any, VerifyOptions] | None = None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        path, wire = msg
+        if cache is None or cache[0] is not wire and cache[0] != wire:
+            cache = (wire, VerifyOptions.from_wire(wire))
+        try:
+            report = analyse_file(path, cache[1])
+        except MemoryError:
+            report = failure_report(path, INDETERMINATE, None, "memory limit exceeded")
+        report["worker"] = {"pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
+        try:
+            conn.send(report)
+        except Exception as exc:  # noqa: BLE001 - e.g. unpicklable value: report that instead
+            conn.send(failure_report(path, INDETERMINATE, None, f"report not sendable: {exc!r}"))
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except ImportError:
+        return -1.0
+
+
+class _Worker:
+    def __init__(self, ctx: Any, memory_limit_mb: int) -> None:
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn: Connection = parent
+        self.job: tuple[int, str, float, float] | None = None  # index, path, start, deadline
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        finally:
+            self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.proc.join(timeout=2)
+        except OSError:
+            pass
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """A fixed number of reusable sandboxed workers."""
+
+    def __init__(self, size: int | None = None, memory_limit_mb: int = 1024) -> None:
+        self.size = max(1, size or os.cpu_count() or 1)
+        self.memory_limit_mb = memory_limit_mb
+        self._ctx = _context()
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def run(
+        self, paths: Iterable[str], wire: dict[str, Any], time_limit_s: float
+    ) -> Iterator[dict[str, Any]]:
+        """Verify ``paths``; yield reports in input order, each within ``time_limit_s``."""
+        pending = list(enumerate(paths))
+        pending.reverse()
+        results: dict[int, dict[str, Any]] = {}
+        next_out = 0
+        total = len(pending)
+        while len(self._workers) < min(self.size, total):
+            self._workers.append(_Worker(self._ctx, self.memory_limit_mb))
+        while next_out < total:
+            for worker in self._workers:
+                if worker.job is None and pending:
+                    index, path = pending.pop()
+                    now = time.monotonic()
+                    worker.job = (index, path, now, now + time_limit_s)
+                    try:
+                        worker.conn.send((path, wire))
+                    except OSError:
+                        self._replace(worker, results, "worker unavailable")
+            busy = [w for w in self._workers if w.job is not None]
+            if busy:
+                timeout = max(0.0, min(w.job[3] for w in busy if w.job) - time.monotonic())
+                ready = wait([w.conn for w in busy], timeout=timeout)
+                for worker in busy:
+                    assert worker.job is not None
+                    if worker.conn in ready:
+                        try:
+                            report = worker.conn.recv()
+                            results[worker.job[0]] = report
+                            worker.job = None
+                        except (EOFError, OSError):
+                            self._replace(worker, results, "verification process died")
+                    elif time.monotonic() >= worker.job[3]:
+                        self._replace(
+                            worker, results, f"time limit of {time_limit_s:g} s exceeded"
+                        )
+            while next_out in results:
+                yield results.pop(next_out)
+                next_out += 1
+
+    def _replace(self, worker: _Worker, results: dict[int, dict[str, Any]], reason: str) -> None:
+        assert worker.job is not None
+        index, path, start, _ = worker.job
+        worker.kill()
+        elapsed = int((time.monotonic() - start) * 1000)
+        report = failure_report(path, INDETERMINATE, None, reason, elapsed)
+        results[index] = report
+        position = self._workers.index(worker)
+        self._workers[position] = _Worker(self._ctx, self.memory_limit_mb)
