@@ -177,3 +177,10 @@ def create_pki_app(pki_dir: Path) -> Starlette:
         Route("/tsa", tsa_endpoint, methods=["POST"]),
         Route("/certs/{name}.cer", cert_endpoint, methods=["GET"]),
     ])
+
+
+def create_standalone_app(pki_dir: Path, prefix: str = "/pki") -> Starlette:
+    """The PKI app mounted under ``prefix`` (what `eoffice pki serve` runs)."""
+    from starlette.routing import Mount
+
+    return Starlette(routes=[Mount(prefix, app=create_pki_app(pki_dir))])
