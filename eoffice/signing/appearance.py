@@ -176,7 +176,9 @@ _LINE_GAP = 4.0
 def leader_image_rect(field_box: Box) -> Box:
     """Where the signature image sits inside a leader field (page coordinates)."""
     x1, y1, x2, y2 = field_box
-    top = y2 - _POSITION_SIZE - _LINE_GAP * 1.5
+    # Two title lines are always reserved (competence, e.g. "TM. ỦY BAN NHÂN DÂN", and
+    # position), so the seal can be placed from the field rectangle alone.
+    top = y2 - 2 * (_POSITION_SIZE + 2) - _LINE_GAP
     bottom = y1 + _NAME_SIZE + _LINE_GAP * 1.5
     width = x2 - x1
     img_h = top - bottom
@@ -307,9 +309,9 @@ def leader_style(position: str, full_name: str, signature_image: Image.Image | P
     """Leader's visible signature: position line, blue signature image, full name."""
     x1, y1, _, _ = field_box
     ix1, iy1, ix2, iy2 = leader_image_rect(field_box)
-    position_line = f"{competence} {position}".strip() if competence else position
+    titles = [competence, position] if competence else [position]
     return DecreeStampStyle(
-        top_lines=(TextLine(position_line.upper(), _POSITION_SIZE, True, "center"),),
+        top_lines=tuple(TextLine(t.upper(), _POSITION_SIZE, True, "center") for t in titles),
         bottom_lines=(TextLine(full_name, _NAME_SIZE, True, "center"),),
         image=load_image(signature_image),
         image_rect=(ix1 - x1, iy1 - y1, ix2 - x1, iy2 - y1),

@@ -1,0 +1,145 @@
+"""Fixtures for the signing tests: a small dev PKI served over real HTTP, an NSS database for
+pdfsig, sample PDFs. Validity windows of the test PKI are fixed calendar dates (see pki.py), so
+results do not depend on the day the suite runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from eoffice.agencies.demo import demo_agencies, demo_users
+from eoffice.signing.keys import LoadedKeySigner, load_p12_signer
+from eoffice.signing.pki import init_pki
+from eoffice.signing.pki_services import create_standalone_app
+from eoffice.signing.samples import write_sample_pdf
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; missing = failure under CI=true, skip otherwise."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not installed (Debian packages: see certs/README.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Pki:
+    """A test PKI and its running services."""
+
+    dir: Path
+    base_url: str
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root.pem"
+
+    @property
+    def tsa_url(self) -> str:
+        return f"{self.base_url}/tsa"
+
+    def passphrase(self, kind: str, ident: str) -> str:
+        return (self.dir / kind / f"{ident}.pass").read_text().strip()
+
+    def signer(self, kind: str, ident: str) -> LoadedKeySigner:
+        return load_p12_signer(self.dir / kind / f"{ident}.p12", self.passphrase(kind, ident),
+                               check=False)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
+    """Province + one department, their leaders and clerks, served on a free port."""
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}/pki"
+    agencies = demo_agencies()[:2]
+    codes = {a.code for a in agencies}
+    users = [u for u in demo_users() if u.agency_code in codes]
+    directory = init_pki(tmp_path_factory.mktemp("pki"), base_url=base_url,
+                         agencies=agencies, users=users)
+    server = uvicorn.Server(uvicorn.Config(create_standalone_app(directory), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started, "PKI services did not start"
+    yield Pki(directory, base_url)
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def nssdb(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NSS database trusting the test root (for pdfsig)."""
+    certutil = require_tool("certutil")
+    directory = tmp_path_factory.mktemp("nss")
+    subprocess.run([certutil, "-N", "-d", f"sql:{directory}", "--empty-password"], check=True)
+    subprocess.run([certutil, "-d", f"sql:{directory}", "-A", "-n", "eoffice-dev-root",
+                    "-t", "C,,", "-a", "-i", str(pki.root)], check=True)
+    return directory
+
+
+@dataclass
+class PdfsigSignature:
+    """One signature as pdfsig reports it."""
+
+    index: int
+    common_name: str
+    valid: bool
+    total: bool
+    raw: str
+
+
+def pdfsig(path: Path, nssdb: Path) -> list[PdfsigSignature]:
+    """Run poppler's pdfsig and parse its per-signature report."""
+    tool = require_tool("pdfsig")
+    result = subprocess.run([tool, "-nssdir", f"sql:{nssdb}", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    out = result.stdout + result.stderr
+    blocks = re.split(r"^Signature #(\d+):", out, flags=re.M)
+    sigs = []
+    for i in range(1, len(blocks), 2):
+        body = blocks[i + 1]
+        cn = re.search(r"Signer Certificate Common Name: (.*)", body)
+        sigs.append(PdfsigSignature(
+            index=int(blocks[i]), common_name=cn.group(1).strip() if cn else "",
+            valid="Signature Validation: Signature is Valid." in body,
+            total="Total document signed" in body and "Not total document signed" not in body,
+            raw=body))
+    return sigs
+
+
+@pytest.fixture
+def sample_pdf(tmp_path: Path) -> Path:
+    """A fresh 2-page PDF."""
+    return write_sample_pdf(tmp_path / "input.pdf", 2)
+
+
+@pytest.fixture(scope="session")
+def leader_username(pki: Pki) -> str:
+    return "leader.tinh"
+
+
+@pytest.fixture(scope="session")
+def province_code() -> str:
+    return demo_agencies()[0].code
