@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +15,7 @@ from .options import VerifyOptions
 from .report import TOTAL_PASSED
 
 
-class RevocationChoice(str, Enum):
+class RevocationChoice(StrEnum):
     """Values of --revocation."""
 
     require = "require"
@@ -23,7 +23,7 @@ class RevocationChoice(str, Enum):
     off = "off"
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """Values of --format."""
 
     json = "json"

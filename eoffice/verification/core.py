@@ -36,6 +36,7 @@ from pyhanko.sign.validation.status import (
     TimestampSignatureStatus,
 )
 from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import InsufficientRevinfoError
 from pyhanko_certvalidator.policy_decl import DisallowWeakAlgorithmsPolicy
 
 from . import diff as extra_diff
@@ -54,6 +55,29 @@ from .report import (
 # pyHanko logs every rejected algorithm/odd object at WARNING; the report carries them instead.
 logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
 logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
+
+class _CaptureValidationErrors(logging.Handler):
+    """pyHanko folds certvalidator errors into coarse sub-indications and only logs the
+    cause; keep the causes so the report can say why (and map missing revocation data)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        out, self.records = self.records, []
+        return out
+
+
+_CAPTURE = _CaptureValidationErrors()
+_cms_logger = logging.getLogger("pyhanko.sign.validation.generic_cms")
+_cms_logger.setLevel(logging.WARNING)
+_cms_logger.propagate = False
+_cms_logger.addHandler(_CAPTURE)
+
 
 # pyHanko must not reject SHA-1 / RSA-1024 outright: those are acceptable when a timestamp
 # proves the signature predates the cut-off, which policy.py decides afterwards. MD2/MD5 and
@@ -256,6 +280,7 @@ async def _validate_signature(
 ) -> tuple[Any, list[tuple[str, str | None]]]:
     """Validate one signature or document timestamp; fill ``entry``; return the verdicts."""
     verdicts: list[tuple[str, str | None]] = []
+    _CAPTURE.take()
     vc = fa.validation_context(emb)
     status: PdfSignatureStatus | DocumentTimestampStatus
     if entry["type"] == "document_timestamp":
@@ -305,6 +330,22 @@ async def _validate_signature(
             entry["errors"].append(f"seed value: {status.seed_value_constraint_error}")
             verdicts.append((INDETERMINATE, "SIG_CONSTRAINTS_FAILURE"))
 
+    captured = _CAPTURE.take()
+    missing_revinfo = False
+    for record in captured:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InsufficientRevinfoError):
+            missing_revinfo = True
+        text = str(exc) if exc is not None else record.getMessage()
+        if text and text not in entry["errors"]:
+            entry["errors"].append(text[:500])
+    if missing_revinfo:
+        # ETSI: revocation status not (yet) available -> INDETERMINATE/TRY_LATER.
+        verdicts = [
+            (INDETERMINATE, "TRY_LATER") if v[1] == "CERTIFICATE_CHAIN_GENERAL_FAILURE" else v
+            for v in verdicts
+        ]
+
     entry["signer"] = _name_of(status.signing_cert)
     entry["intact"] = bool(status.intact)
     entry["valid"] = bool(status.valid)
@@ -316,7 +357,10 @@ async def _validate_signature(
             entry["chain"] = [_cert_entry(c) for c in status.validation_path.iter_certs(True)]
         except Exception:  # noqa: BLE001
             entry["chain"] = []
-    verdicts.insert(0, _status_verdict(status))
+    main = _status_verdict(status)
+    if missing_revinfo and main[1] == "CERTIFICATE_CHAIN_GENERAL_FAILURE":
+        main = (INDETERMINATE, "TRY_LATER")
+    verdicts.insert(0, main)
 
     coverage = status.coverage.name if status.coverage is not None else None
     entry["coverage"] = coverage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyhanko.sign.general  # noqa: F401 - registers CMS attribute OIDs before asn1crypto caches
 from asn1crypto import cms, x509
 
 # Raw scan rather than a PDF parse: corpus files are hostile and the anchors must be found
