@@ -704,7 +704,7 @@ async def async_complete_external(prepared_path: Path | str, state: bytes,
         if level.needs_revocation:
             await _add_ltv(tmp_path, cert, chain, options, st["field"],
                            lta=level is Level.B_LTA)
-        _check_embedded(tmp_path, st["field"], cert)
+        await _check_embedded(tmp_path, st["field"], cert)
         os.replace(tmp_path, output_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -760,8 +760,8 @@ async def _add_ltv(path: Path, cert: asn1_x509.Certificate, chain: list[asn1_x50
         await revinfo.aclose()
 
 
-def _check_embedded(path: Path, field_name: str, cert: asn1_x509.Certificate) -> None:
-    from pyhanko.sign.validation import validate_pdf_signature
+async def _check_embedded(path: Path, field_name: str, cert: asn1_x509.Certificate) -> None:
+    from pyhanko.sign.validation import async_validate_pdf_signature
 
     with open(path, "rb") as handle:
         reader = PdfFileReader(handle, strict=False)
@@ -770,7 +770,7 @@ def _check_embedded(path: Path, field_name: str, cert: asn1_x509.Certificate) ->
             raise ExternalSignatureError("signature field missing after embedding")
         if sig.signer_cert.dump() != cert.dump():
             raise ExternalSignatureError("embedded signature made by another certificate")
-        status = validate_pdf_signature(sig, signer_validation_context=ValidationContext(
+        status = await async_validate_pdf_signature(sig, signer_validation_context=ValidationContext(
             trust_roots=[cert], allow_fetching=False, revocation_mode="soft-fail"))
         if not (status.intact and status.valid):
             raise ExternalSignatureError(f"intact={status.intact} valid={status.valid}")
