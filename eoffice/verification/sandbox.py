@@ -45,7 +45,10 @@ def _limit_memory(memory_limit_mb: int) -> None:
 def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
     """Child loop: receive (path, wire options), send back a report, until told to stop."""
     _limit_memory(memory_limit_mb)
+    from . import speedups
     from .core import analyse_file
+
+    speedups.install()
     from .options import VerifyOptions
 
     cache: tuple[Any, VerifyOptions] | None = None
