@@ -20,14 +20,13 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 from asn1crypto import cms, pem
 from asn1crypto import x509 as asn1_x509
-from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields
@@ -770,8 +769,9 @@ async def _check_embedded(path: Path, field_name: str, cert: asn1_x509.Certifica
             raise ExternalSignatureError("signature field missing after embedding")
         if sig.signer_cert.dump() != cert.dump():
             raise ExternalSignatureError("embedded signature made by another certificate")
-        status = await async_validate_pdf_signature(sig, signer_validation_context=ValidationContext(
-            trust_roots=[cert], allow_fetching=False, revocation_mode="soft-fail"))
+        context = ValidationContext(trust_roots=[cert], allow_fetching=False,
+                                    revocation_mode="soft-fail")
+        status = await async_validate_pdf_signature(sig, signer_validation_context=context)
         if not (status.intact and status.valid):
             raise ExternalSignatureError(f"intact={status.intact} valid={status.valid}")
 

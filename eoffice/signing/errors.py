@@ -100,7 +100,8 @@ class CertificateRevokedError(SignerKeyError):
 
 class CertificateUsageError(SignerKeyError):
     code = "certificate_key_usage"
-    message_en = "The certificate is not allowed for signatures (no digitalSignature/nonRepudiation)."
+    message_en = ("The certificate is not allowed for signatures "
+                  "(no digitalSignature/nonRepudiation).")
     message_vi = "Chứng thư số không được phép dùng để ký (thiếu digitalSignature/nonRepudiation)."
 
 
@@ -118,7 +119,8 @@ class TokenError(SignerKeyError):
 
 class OrderError(BadInputError):
     code = "leader_signature_missing"
-    message_en = "The document has no present, intact and valid leader signature; it cannot be issued."
+    message_en = ("The document has no present, intact and valid leader signature; "
+                  "it cannot be issued.")
     message_vi = "Văn bản chưa có chữ ký hợp lệ của người có thẩm quyền; không thể phát hành."
 
 

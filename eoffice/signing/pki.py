@@ -167,7 +167,8 @@ class PkiBuilder:
         if ocsp_url:
             access = [
                 x509.AccessDescription(
-                    x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+                    x509.AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(ocsp_url)
                 ),
                 x509.AccessDescription(
                     x509.AuthorityInformationAccessOID.CA_ISSUERS,
