@@ -6,8 +6,13 @@ illustrative, not the official registry values.
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 PROVINCE_SUFFIX = "H58"
 
@@ -111,3 +116,56 @@ def demo_users() -> list[DemoUser]:
     users.append(DemoUser("auditor", "Thanh tra tỉnh", "auditor", province, "Thanh tra viên"))
     users.append(DemoUser("admin", "Quản trị hệ thống", "admin", province, "Quản trị viên"))
     return users
+
+
+DEMO_USERS_FILE = "demo-users.json"
+
+
+def seed(session: Any, data_dir: Path) -> bool:
+    """Create the demo province and accounts once; passwords go to a 0600 file in data_dir.
+
+    Returns False when the database already holds agencies (nothing is changed).
+    """
+    from sqlmodel import select
+
+    from eoffice.models import Agency, User
+    from eoffice.users.service import hash_password
+
+    if session.exec(select(Agency).limit(1)).first() is not None:
+        return False
+    ids: dict[str, int] = {}
+    for item in demo_agencies():
+        agency = Agency(code=item.code, name=item.name, level=item.level,
+                        abbreviation=item.abbreviation,
+                        parent_id=ids[item.parent_code] if item.parent_code else None)
+        session.add(agency)
+        session.flush()
+        assert agency.id is not None
+        ids[item.code] = agency.id
+    listing = []
+    for person in demo_users():
+        password = secrets.token_urlsafe(9)
+        agency_id = ids[person.agency_code] if person.agency_code else None
+        session.add(User(username=person.username, password_hash=hash_password(password),
+                         full_name=person.full_name, position=person.position,
+                         role=person.role, agency_id=agency_id,
+                         scope_agency_id=agency_id if person.role == "auditor" else None))
+        level = next(a.level for a in demo_agencies() if a.code == person.agency_code)
+        listing.append({"username": person.username, "password": password, "role": person.role,
+                        "agency_code": person.agency_code, "agency_level": level,
+                        "full_name": person.full_name})
+    session.flush()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = data_dir / DEMO_USERS_FILE
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(listing, out, ensure_ascii=False, indent=1)
+    return True
+
+
+def read_demo_users(data_dir: Path) -> list[dict[str, Any]]:
+    """The demo accounts of the installation in data_dir (empty if none were seeded)."""
+    path = data_dir / DEMO_USERS_FILE
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,90 @@
+"""Engine and sessions. Only the request or task boundary commits; services only flush."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from eoffice.settings import get_settings
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per database URL per process (workers reset it after fork)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the worker read while the API writes; foreign keys are off by default.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+            # pysqlite's own transaction handling defers BEGIN; take control so that
+            # write transactions start with BEGIN IMMEDIATE and cannot deadlock on upgrade.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def get_engine() -> Engine:
+    """The engine for the configured database."""
+    return engine_for(get_settings().database_url)
+
+
+def new_session() -> Session:
+    """A session that does not expire objects on commit (responses read them afterwards)."""
+    return Session(get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def task_session() -> Iterator[Session]:
+    """The task boundary: commit on success, roll back on error."""
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Drop inherited connections (called in each forked worker process)."""
+    for url in list(_cached_urls()):
+        engine_for(url).dispose(close=False)
+    engine_for.cache_clear()
+
+
+def _cached_urls() -> list[str]:
+    settings = get_settings()
+    return [settings.database_url]
+
+
+def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
+    result = session.exec(stmt)  # type: ignore[call-overload]
+    return bool(result.rowcount)

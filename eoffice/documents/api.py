@@ -1,0 +1,169 @@
+"""Documents: create with files, read, download, issue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from eoffice.blobs.service import get_blob_store
+from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.documents import service
+from eoffice.documents.schemas import DocumentMetadata, DocumentOut
+from eoffice.errors import NotFound, ValidationFailed
+from eoffice.exchange.service import delivery_out
+from eoffice.models import Agency, Attachment, Delivery, Document, DocumentRevision
+from eoffice.users.service import Principal
+
+router = APIRouter(tags=["documents"])
+
+
+def parse_metadata(raw: str) -> DocumentMetadata:
+    """The `metadata` form field: JSON with edXML names; 422 names the first bad field."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"metadata is not valid JSON: {exc.msg}", field="metadata",
+                               detail_vi="Trường metadata không phải JSON hợp lệ") from exc
+    if not isinstance(data, dict):
+        raise ValidationFailed("metadata must be a JSON object", field="metadata")
+    try:
+        return DocumentMetadata.model_validate(data)
+    except ValidationError as exc:
+        raise validation_failed(exc, prefix="metadata") from exc
+
+
+def validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFailed:
+    errors = exc.errors(include_url=False, include_context=False)
+    first = errors[0]
+    location = ".".join(str(p) for p in first["loc"])
+    field = f"{prefix}.{location}" if prefix and location else (location or prefix)
+    return ValidationFailed(f"{field}: {first['msg']}", field=field,
+                            extra={"errors": [{"field": ".".join(str(p) for p in e["loc"]),
+                                               "message": e["msg"]} for e in errors]})
+
+
+def document_out(session: Session, principal: Principal, document: Document) -> dict[str, Any]:
+    """The document as its reader may see it: a receiver sees only its own delivery."""
+    sender = session.get(Agency, document.sender_id)
+    assert sender is not None
+    query = (select(Delivery, Agency).join(Agency, col(Agency.id) == Delivery.recipient_id)
+             .where(Delivery.document_id == document.id).order_by(col(Delivery.id)))
+    if principal.role != "auditor" and principal.agency_id != document.sender_id:
+        query = query.where(Delivery.recipient_id == principal.agency_id)
+    deliveries = [delivery_out(d, document, a) for d, a in session.exec(query).all()]
+    revisions = session.exec(select(DocumentRevision)
+                             .where(DocumentRevision.document_id == document.id)
+                             .order_by(col(DocumentRevision.number))).all()
+    attachments = session.exec(select(Attachment)
+                               .where(Attachment.document_id == document.id)).all()
+    return DocumentOut(
+        id=document.id or 0, sender=sender.code, sender_name=sender.name,
+        status=document.status, channel=document.channel, paper=document.also_on_paper,
+        code_number=document.code_number, code_notation=document.code_notation,
+        number_notation=service.number_notation(document), issued_year=document.issued_year,
+        promulgation_date=document.promulgation_date, type_name=document.type_name,
+        subject=document.subject, priority=document.priority,
+        signer_info={"competence": document.signer_competence,
+                     "position": document.signer_position,
+                     "full_name": document.signer_full_name},
+        due_date=document.due_date, to_places=document.to_places or [],
+        response_for=document.response_for_id, response_for_ref=document.response_for_ref,
+        page_amount=document.page_amount, confidentiality=document.confidentiality,
+        place=document.place, replaces=document.replaces_id,
+        forwarded_from=document.forwarded_from_id, file_name=document.file_name,
+        file_sha256=document.file_sha256, revision=document.revision,
+        revisions=[{"number": r.number, "sha256": r.blob_sha256, "reason": r.reason,
+                    "created_at": r.created_at} for r in revisions],
+        attachments=[{"id": a.id, "file_name": a.file_name, "size": a.size,
+                      "sha256": a.blob_sha256} for a in attachments],
+        deliveries=deliveries, created_at=document.created_at, sent_at=document.sent_at,
+    ).model_dump(mode="json")
+
+
+def create_from_form(session: Session, principal: Principal, metadata: str,
+                     file: UploadFile | None, attachments: list[UploadFile] | None
+                     ) -> Document:
+    meta = parse_metadata(metadata)
+    return service.create_document(
+        session, principal, meta, file.file if file else None,
+        file.filename if file else None,
+        [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
+         for a in attachments or []])
+
+
+@router.post("/documents", status_code=201)
+def create_document(session: SessionDep, principal: CurrentPrincipal,
+                    metadata: Annotated[str, Form(description="edXML metadata as JSON")],
+                    file: Annotated[UploadFile, File(description="the main PDF")],
+                    attachments: Annotated[list[UploadFile] | None, File()] = None,
+                    ) -> dict[str, Any]:
+    """A draft document with its main PDF and attachments."""
+    document = create_from_form(session, principal, metadata, file, attachments)
+    return document_out(session, principal, document)
+
+
+@router.get("/documents/{document_id}")
+def get_document(document_id: int, session: SessionDep,
+                 principal: CurrentPrincipal) -> dict[str, Any]:
+    document = service.get_visible(session, principal, document_id)
+    if principal.agency_id is not None:
+        for delivery in session.exec(select(Delivery).where(
+                Delivery.document_id == document.id).where(
+                Delivery.recipient_id == principal.agency_id)):
+            from eoffice.exchange.service import mark_read
+
+            mark_read(session, principal, delivery)
+    return document_out(session, principal, document)
+
+
+def _stream(sha256: str) -> Iterator[bytes]:
+    with get_blob_store().open(sha256) as reader:
+        while chunk := reader.read(256 * 1024):
+            yield chunk
+
+
+@router.get("/documents/{document_id}/file")
+def download_file(document_id: int, session: SessionDep, principal: CurrentPrincipal,
+                  revision: Annotated[int | None, Query(ge=1)] = None) -> StreamingResponse:
+    """The main PDF (latest revision unless one is asked for)."""
+    document = service.get_visible(session, principal, document_id)
+    sha = document.file_sha256
+    if revision is not None:
+        row = session.exec(select(DocumentRevision)
+                           .where(DocumentRevision.document_id == document.id)
+                           .where(DocumentRevision.number == revision)).first()
+        if row is None:
+            raise NotFound(f"revision {revision} not found", field="revision")
+        sha = row.blob_sha256
+    if not sha:
+        raise NotFound("this document has no file", detail_vi="Văn bản không có tệp")
+    name = (document.file_name or f"document-{document.id}.pdf").encode("ascii", "ignore")
+    return StreamingResponse(_stream(sha), media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{name.decode() or "document.pdf"}"',
+        "ETag": f'"{sha}"'})
+
+
+@router.get("/documents/{document_id}/attachments/{attachment_id}")
+def download_attachment(document_id: int, attachment_id: int, session: SessionDep,
+                        principal: CurrentPrincipal) -> StreamingResponse:
+    document = service.get_visible(session, principal, document_id)
+    attachment = session.get(Attachment, attachment_id)
+    if attachment is None or attachment.document_id != document.id:
+        raise NotFound(f"attachment {attachment_id} not found")
+    name = attachment.file_name.encode("ascii", "ignore").decode() or "attachment"
+    return StreamingResponse(_stream(attachment.blob_sha256), media_type=attachment.content_type,
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.post("/documents/{document_id}/issue")
+def issue(document_id: int, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
+    """Assign number, notation and date (the outgoing register)."""
+    document = service.get_own(session, principal, document_id)
+    service.issue_document(session, principal, document)
+    return document_out(session, principal, document)

@@ -1,0 +1,224 @@
+"""Documents: creation with files, issuance numbering, visibility."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from eoffice.agencies.service import AgencyTree
+from eoffice.audit.service import record
+from eoffice.blobs.service import store_upload
+from eoffice.db import insert_ignore
+from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
+from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed
+from eoffice.models import (Agency, Attachment, Delivery, Document, DocumentRevision,
+                            RegisterCounter, utcnow)
+from eoffice.settings import get_settings
+from eoffice.timeutil import local_now
+from eoffice.users.service import Principal
+
+PDF_MAGIC = b"%PDF-"
+AUTHOR_ROLES = ("clerk", "leader", "officer")
+
+
+def sniff_pdf(stream: BinaryIO) -> None:
+    """Refuse anything whose first kilobyte lacks a PDF header, whatever its name says."""
+    head = stream.read(1024)
+    stream.seek(0)
+    if PDF_MAGIC not in head:
+        raise UnsupportedMedia("the main file is not a PDF (checked by content)", field="file",
+                               detail_vi="Tệp chính không phải là PDF")
+
+
+def _max_bytes() -> int:
+    return get_settings().max_upload_mb * 1024 * 1024
+
+
+def create_document(session: Session, principal: Principal, meta: DocumentMetadata,
+                    file: BinaryIO | None, file_name: str | None,
+                    attachments: list[tuple[BinaryIO, str, str]],
+                    channel: str = "electronic") -> Document:
+    """A draft with its files; nothing is numbered until issuance."""
+    principal.require_role(*AUTHOR_ROLES)
+    assert principal.agency_id is not None
+    if channel == "electronic" and file is None:
+        raise ValidationFailed("the main PDF file is required", field="file",
+                               detail_vi="Cần tải lên tệp PDF văn bản")
+    if len(attachments) > get_settings().max_attachments:
+        raise ValidationFailed(f"at most {get_settings().max_attachments} attachments",
+                               field="attachments")
+    response_for_id, response_for_ref = _resolve_response_for(session, principal,
+                                                              meta.response_for)
+    signer = meta.signer_info
+    document = Document(
+        sender_id=principal.agency_id, created_by_id=principal.user_id, channel=channel,
+        also_on_paper=meta.paper, type_name=meta.type_name, subject=meta.subject,
+        priority=meta.priority, signer_competence=signer.competence if signer else "",
+        signer_position=signer.position if signer else "",
+        signer_full_name=signer.full_name if signer else "", due_date=meta.due_date,
+        to_places=meta.to_places, response_for_id=response_for_id,
+        response_for_ref=response_for_ref, page_amount=meta.page_amount, place=meta.place)
+    if file is not None:
+        sniff_pdf(file)
+        stored = store_upload(session, file, content_type="application/pdf",
+                              max_bytes=_max_bytes())
+        document.file_sha256 = stored.sha256
+        document.file_name = (file_name or "document.pdf")[-255:]
+    session.add(document)
+    session.flush()
+    assert document.id is not None
+    if document.file_sha256:
+        session.add(DocumentRevision(document_id=document.id, number=1,
+                                     blob_sha256=document.file_sha256, reason="upload",
+                                     created_by_id=principal.user_id))
+    for stream, name, content_type in attachments:
+        stored = store_upload(session, stream, content_type=content_type or
+                              "application/octet-stream", max_bytes=_max_bytes())
+        session.add(Attachment(document_id=document.id, blob_sha256=stored.sha256,
+                               file_name=(name or "attachment")[-255:],
+                               content_type=content_type or "application/octet-stream",
+                               size=stored.size))
+    session.flush()
+    record(session, actor=principal.name, action="document.created", object_type="document",
+           object_id=document.id, agency_id=principal.agency_id,
+           data={"type_name": document.type_name, "file": document.file_sha256})
+    return document
+
+
+def _resolve_response_for(session: Session, principal: Principal,
+                          value: int | str | None) -> tuple[int | None, str | None]:
+    """ResponseFor may be a document id or a free-text reference ("15/QĐ-UBND")."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        target = session.get(Document, int(value))
+        if target is None or not can_view(session, principal, target):
+            raise ValidationFailed(f"response_for: document {value} not found",
+                                   field="response_for",
+                                   detail_vi="Văn bản được trả lời không tồn tại")
+        return target.id, number_notation(target)
+    return None, str(value)[:200]
+
+
+def number_notation(document: Document) -> str | None:
+    """The printed form "15/QĐ-UBND"."""
+    if not document.code_number:
+        return None
+    return f"{document.code_number}/{document.code_notation}"
+
+
+def notation_for(document: Document, sender: Agency) -> str:
+    """Type abbreviation + agency abbreviation; a công văn carries agency + unit instead."""
+    abbreviation = DOCUMENT_TYPES.get(document.type_name, "")
+    if abbreviation:
+        return f"{abbreviation}-{sender.abbreviation}"[:30]
+    return f"{sender.abbreviation}-VP"[:30]
+
+
+def next_number(session: Session, agency_id: int, register: str, year: int) -> int:
+    """Atomically take the next number of a register; concurrent callers queue on the row."""
+    insert_ignore(session, RegisterCounter, {"agency_id": agency_id, "register_name": register,
+                                             "year": year, "last_number": 0})
+    stmt = (update(RegisterCounter)
+            .where(col(RegisterCounter.agency_id) == agency_id)
+            .where(col(RegisterCounter.register_name) == register)
+            .where(col(RegisterCounter.year) == year)
+            .values(last_number=RegisterCounter.last_number + 1)
+            .returning(RegisterCounter.last_number))
+    return int(session.execute(stmt).scalar_one())
+
+
+def issue_document(session: Session, principal: Principal, document: Document) -> Document:
+    """Assign number, notation and date (Vietnam calendar; numbers restart each 1 January)."""
+    if document.status != "draft":
+        raise Conflict(f"document {document.id} is already issued",
+                       detail_vi="Văn bản đã được ban hành")
+    if principal.agency_id != document.sender_id:
+        raise NotFound(f"document {document.id} not found")
+    principal.require_role("clerk", "leader")
+    sender = session.get(Agency, document.sender_id)
+    assert sender is not None
+    now = local_now()
+    number = next_number(session, sender.id or 0, document.register_name, now.year)
+    document.code_number = f"{number:02d}"
+    document.code_notation = notation_for(document, sender)
+    document.issued_year = now.year
+    document.promulgation_date = now.date()
+    document.issued_at = utcnow()
+    document.status = "issued"
+    document.updated_at = utcnow()
+    session.add(document)
+    session.flush()
+    record(session, actor=principal.name, action="document.issued", object_type="document",
+           object_id=document.id, agency_id=document.sender_id,
+           data={"number": number_notation(document)})
+    return document
+
+
+def visible_agency_ids(session: Session, principal: Principal) -> set[int] | None:
+    """Agencies whose documents the caller reads; an empty set means none."""
+    if principal.role == "admin":
+        return set()
+    if principal.role == "auditor":
+        root = principal.scope_agency_id
+        return AgencyTree.load(session).subtree_ids(root) if root else set()
+    return {principal.agency_id} if principal.agency_id else set()
+
+
+def can_view(session: Session, principal: Principal, document: Document) -> bool:
+    agencies = visible_agency_ids(session, principal) or set()
+    if not agencies:
+        return False
+    if document.sender_id in agencies:
+        return True
+    query = (select(Delivery.id).where(Delivery.document_id == document.id)
+             .where(col(Delivery.recipient_id).in_(agencies)))
+    if principal.role != "auditor":
+        # After agreeing to a recall the receiver deletes its copy (edXML status 15).
+        query = query.where(col(Delivery.recalled).is_(False))
+    return session.exec(query.limit(1)).first() is not None
+
+
+def get_visible(session: Session, principal: Principal, document_id: int) -> Document:
+    """The document, or 404 when it does not exist or the caller may not see it."""
+    document = session.get(Document, document_id)
+    if document is None or not can_view(session, principal, document):
+        raise NotFound(f"document {document_id} not found",
+                       detail_vi="Không tìm thấy văn bản")
+    return document
+
+
+def get_own(session: Session, principal: Principal, document_id: int) -> Document:
+    """A document the caller's agency sent (for sender-side actions)."""
+    document = session.get(Document, document_id)
+    if document is None or principal.agency_id is None:
+        raise NotFound(f"document {document_id} not found", detail_vi="Không tìm thấy văn bản")
+    if document.sender_id != principal.agency_id:
+        if can_view(session, principal, document):
+            raise Conflict("only the sending agency can do this",
+                           detail_vi="Chỉ cơ quan gửi được thực hiện thao tác này")
+        raise NotFound(f"document {document_id} not found", detail_vi="Không tìm thấy văn bản")
+    return document
+
+
+def apply_metadata_changes(document: Document, changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate a partial metadata update against the same rules as creation."""
+    allowed = {"subject", "priority", "due_date", "to_places", "signer_info", "page_amount",
+               "place", "type_name"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValidationFailed(f"cannot update {', '.join(sorted(unknown))}",
+                               field=sorted(unknown)[0])
+    current = {
+        "type_name": document.type_name, "subject": document.subject,
+        "priority": document.priority, "due_date": document.due_date,
+        "to_places": document.to_places, "page_amount": document.page_amount,
+        "place": document.place,
+        "signer_info": {"competence": document.signer_competence,
+                        "position": document.signer_position,
+                        "full_name": document.signer_full_name},
+    }
+    merged = DocumentMetadata.model_validate({**current, **changes})
+    return merged.model_dump(include=set(changes), mode="json")

@@ -1,0 +1,80 @@
+"""Configuration from the environment (prefix ``EOFFICE_``); a CLI flag wins over the environment."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
+
+
+class Settings(BaseSettings):
+    """Every setting the service, workers and CLI read."""
+
+    model_config = SettingsConfigDict(env_prefix="EOFFICE_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    blob_dir: Path | None = None
+    secret_key: str = ""
+    secret_key_file: Path | None = None
+    access_token_minutes: int = 30
+    max_upload_mb: int = 250
+    max_attachments: int = 20
+    login_max_failures: int = 5
+    login_window_seconds: int = 900
+    routing_policy: Literal["province", "open", "hierarchy"] = "province"
+    tasks_eager: bool = False
+    broker_polling_interval: float = 0.2
+    pki_dir: Path | None = None
+    pki_base_url: str = "http://127.0.0.1:8000/pki"
+    trust_dir: Path = Path("certs/trust")
+    timezone: str = "Asia/Ho_Chi_Minh"
+    holidays: list[str] = Field(default_factory=list)
+    outbox_relay_seconds: float = 5.0
+    seed_demo: bool = True
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'eoffice.db').resolve()}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+        if self.blob_dir is None:
+            self.blob_dir = self.data_dir / "blobs"
+        if self.pki_dir is None:
+            self.pki_dir = self.data_dir / "pki"
+        if self.secret_key_file and not self.secret_key:
+            self.secret_key = self.secret_key_file.read_text().strip()
+        if self.environment == "production" and self.secret_key in PLACEHOLDER_SECRETS:
+            raise ValueError("EOFFICE_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def signing_secret(self) -> str:
+        """The token-signing secret; in development one is generated once per data dir."""
+        if self.secret_key and self.secret_key not in PLACEHOLDER_SECRETS:
+            return self.secret_key
+        path = self.data_dir / ".secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache to change them)."""
+    return Settings()

@@ -1,0 +1,156 @@
+"""Accounts, password sign-in with rate limiting, bearer tokens and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+
+from eoffice.errors import Forbidden, TooManyRequests, Unauthenticated
+from eoffice.models import Agency, ApiKey, LoginFailure, User, utcnow
+from eoffice.settings import get_settings
+
+ROLES = ("clerk", "leader", "officer", "auditor", "admin")
+AGENCY_ROLES = ("clerk", "leader", "officer")
+
+
+@lru_cache
+def _hasher() -> PasswordHasher:
+    # OWASP's argon2id minimum (19 MiB, t=2); tests use a cheaper setting through the env.
+    if get_settings().environment == "test":
+        return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass
+class Principal:
+    """Who is calling: a signed-in user or an agency system holding an API key."""
+
+    role: str
+    agency_id: int | None
+    user: User | None = None
+    api_key_id: int | None = None
+    scope_agency_id: int | None = None
+    name: str = ""
+    agency_code: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A stable id of the caller, used for idempotency keys."""
+        return f"user:{self.user.id}" if self.user else f"apikey:{self.api_key_id}"
+
+    @property
+    def user_id(self) -> int | None:
+        return self.user.id if self.user else None
+
+    def require_role(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"role '{self.role}' may not do this (needs {', '.join(roles)})",
+                            detail_vi="Vai trò của bạn không được phép thực hiện thao tác này")
+
+
+def _check_rate_limit(session: Session, username: str) -> None:
+    settings = get_settings()
+    since = utcnow() - timedelta(seconds=settings.login_window_seconds)
+    failures = session.exec(select(func.count()).select_from(LoginFailure)
+                            .where(LoginFailure.username == username)
+                            .where(LoginFailure.at >= since)).one()
+    if failures >= settings.login_max_failures:
+        raise TooManyRequests(
+            "too many failed sign-ins; try again later",
+            detail_vi="Đăng nhập sai quá nhiều lần; vui lòng thử lại sau",
+            extra={"retry_after": settings.login_window_seconds})
+
+
+def authenticate(session: Session, username: str, password: str, ip: str = "") -> User:
+    """Check a password; failures are recorded (the caller commits them)."""
+    username = username.strip()
+    _check_rate_limit(session, username)
+    user = session.exec(select(User).where(User.username == username)).first()
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        session.add(LoginFailure(username=username[:100], ip=ip[:64]))
+        raise Unauthenticated("incorrect username or password",
+                              detail_vi="Sai tên đăng nhập hoặc mật khẩu")
+    session.exec(delete(LoginFailure).where(col(LoginFailure.username) == username))  # type: ignore[call-overload]
+    return user
+
+
+def issue_token(user: User) -> str:
+    settings = get_settings()
+    now = utcnow()
+    payload = {"sub": str(user.id), "ver": user.token_version, "iat": int(now.timestamp()),
+               "exp": int((now + timedelta(minutes=settings.access_token_minutes)).timestamp())}
+    return jwt.encode(payload, settings.signing_secret(), algorithm="HS256")
+
+
+def principal_for_user(session: Session, user: User) -> Principal:
+    agency = session.get(Agency, user.agency_id) if user.agency_id else None
+    return Principal(role=user.role, agency_id=user.agency_id, user=user,
+                     scope_agency_id=user.scope_agency_id or user.agency_id,
+                     name=user.username, agency_code=agency.code if agency else None)
+
+
+def principal_from_token(session: Session, token: str) -> Principal:
+    if token.startswith("eok_"):
+        return principal_from_api_key(session, token)
+    try:
+        payload = jwt.decode(token, get_settings().signing_secret(), algorithms=["HS256"])
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("invalid or expired token",
+                              detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn") from exc
+    user = session.get(User, int(payload.get("sub", 0)))
+    if user is None or not user.is_active or payload.get("ver") != user.token_version:
+        raise Unauthenticated("invalid or expired token",
+                              detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
+    return principal_for_user(session, user)
+
+
+def _key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(session: Session, *, agency_id: int, name: str, role: str = "clerk",
+                   created_by_id: int | None = None) -> tuple[ApiKey, str]:
+    """A new key; the plain value is returned once and never stored."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    plain = f"eok_{prefix}_{secret}"
+    key = ApiKey(prefix=prefix, key_hash=_key_hash(plain), name=name, agency_id=agency_id,
+                 role=role, created_by_id=created_by_id)
+    session.add(key)
+    session.flush()
+    return key, plain
+
+
+def principal_from_api_key(session: Session, plain: str) -> Principal:
+    parts = plain.split("_", 2)
+    if len(parts) != 3:
+        raise Unauthenticated("malformed API key", detail_vi="Khóa API không hợp lệ")
+    key = session.exec(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
+    if key is None or key.revoked_at is not None or not secrets.compare_digest(
+            key.key_hash, _key_hash(plain)):
+        raise Unauthenticated("unknown or revoked API key", detail_vi="Khóa API không hợp lệ")
+    agency = session.get(Agency, key.agency_id)
+    return Principal(role=key.role, agency_id=key.agency_id, api_key_id=key.id,
+                     scope_agency_id=key.agency_id, name=f"apikey:{key.name}",
+                     agency_code=agency.code if agency else None)

@@ -1,0 +1,72 @@
+"""Shared test helpers: PDFs, sign-in, metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def make_pdf(text: str = "Văn bản thử nghiệm", pages: int = 1) -> bytes:
+    """A small real PDF made with pyHanko's writer."""
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.content import RawContent
+    from pyhanko.pdf_utils.layout import BoxConstraints
+    from pyhanko.pdf_utils.writer import PdfFileWriter
+
+    writer = PdfFileWriter()
+    safe = text.encode("ascii", "replace").decode()
+    for number in range(pages):
+        stream = f"BT /F1 12 Tf 72 720 Td ({safe} {number + 1}) Tj ET".encode()
+        font = generic.DictionaryObject({
+            generic.NameObject("/Type"): generic.NameObject("/Font"),
+            generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
+            generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica")})
+        resources = generic.DictionaryObject({
+            generic.NameObject("/Font"): generic.DictionaryObject(
+                {generic.NameObject("/F1"): writer.add_object(font)})})
+        content = RawContent(stream, resources, BoxConstraints(612, 792))
+        page = generic.DictionaryObject({
+            generic.NameObject("/Type"): generic.NameObject("/Page"),
+            generic.NameObject("/MediaBox"): generic.ArrayObject(
+                [generic.NumberObject(v) for v in (0, 0, 612, 792)]),
+            generic.NameObject("/Resources"): resources,
+            generic.NameObject("/Contents"): writer.add_object(
+                generic.StreamObject(stream_data=content.data)),
+        })
+        writer.insert_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def metadata(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type_name": "Công văn",
+        "subject": "V/v triển khai kế hoạch chuyển đổi số năm 2026",
+        "priority": 0,
+        "signer_info": {"competence": "TM.", "position": "Chủ tịch",
+                        "full_name": "Nguyễn Văn An"},
+        "to_places": ["Như trên", "Lưu: VT"],
+    }
+    base.update(overrides)
+    return base
+
+
+def login(client: TestClient, username: str, password: str) -> dict[str, str]:
+    response = client.post("/api/v1/auth/token",
+                           data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def create_document(client: TestClient, headers: dict[str, str], pdf: bytes | None = None,
+                    **overrides: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/documents", headers=headers,
+                           data={"metadata": json.dumps(metadata(**overrides))},
+                           files={"file": ("van-ban.pdf", pdf or make_pdf(),
+                                           "application/pdf")})
+    assert response.status_code == 201, response.text
+    return response.json()
