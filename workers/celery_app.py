@@ -1,0 +1,100 @@
+"""Celery configuration: JSON only, late acks, queues by speed, the outbox relay on beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from eoffice.settings import get_settings
+
+# Every domain's tasks module; a domain not present in this tree is skipped. A module may
+# define BEAT_SCHEDULE (a Celery beat_schedule fragment) for its periodic work.
+TASK_MODULES = [
+    "eoffice.exchange.tasks",
+    "eoffice.housekeeping_tasks",
+    "eoffice.signing.tasks",
+    "eoffice.verification.tasks",
+    "eoffice.audit.tasks",
+    "eoffice.stats.tasks",
+    "eoffice.webhooks.tasks",
+]
+
+QUEUES = ("fast", "crypto", "stats")
+
+
+def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
+           **kw: Any) -> dict[str, str]:
+    prefix = name.split(".", 1)[0]
+    if prefix in ("signing", "verification"):
+        return {"queue": "crypto"}
+    if prefix == "stats":
+        return {"queue": "stats"}
+    return {"queue": "fast"}
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("eoffice", broker=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="fast",
+        task_routes=(_route,),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"polling_interval": settings.broker_polling_interval,
+                                  "visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        beat_schedule={
+            "outbox-relay": {"task": "housekeeping.relay_outbox",
+                             "schedule": settings.outbox_relay_seconds},
+        },
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+def run_eagerly() -> bool:
+    """Unit tests run tasks in-process; everything else goes through the broker."""
+    return get_settings().tasks_eager
+
+
+def import_task_modules() -> None:
+    """Import every present tasks module and merge their beat schedules."""
+    from eoffice.plugins import optional_import
+
+    for name in TASK_MODULES:
+        module = optional_import(name)
+        if module is not None:
+            celery_app.conf.beat_schedule.update(getattr(module, "BEAT_SCHEDULE", {}))
+
+
+import_task_modules()
+
+
+@signals.worker_process_init.connect
+def _reset_connections(**_: Any) -> None:
+    # A forked child must not share the parent's database sockets.
+    from eoffice.db import dispose_engines
+
+    dispose_engines()
+
+
+@signals.task_prerun.connect
+def _bind_request_id(task: Any = None, **_: Any) -> None:
+    from eoffice.observability import set_request_id
+
+    request_id = getattr(task.request, "request_id", None) if task else None
+    if request_id is None and task is not None:
+        headers = getattr(task.request, "headers", None) or {}
+        request_id = headers.get("request_id")
+    set_request_id(request_id)
