@@ -10,7 +10,8 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -338,6 +339,9 @@ class VerificationReport(SQLModel, table=True):
     report: dict[str, Any] = json_column({})
     created_by_id: int | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = created_column()
+    # Added by 0003_verification: the delivery checked on arrival and why the check ran.
+    delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", index=True)
+    purpose: str = Field(default="upload", max_length=16)  # upload|arrival|reverify
 
 
 class AuditEvent(SQLModel, table=True):
@@ -355,3 +359,108 @@ class AuditEvent(SQLModel, table=True):
     data: dict[str, Any] | None = json_column({})
     prev_hash: str = Field(max_length=64)
     hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+
+
+# --- verification: trust store and audit anchors (verification engineer) ------------------
+
+class TrustAnchor(SQLModel, table=True):
+    """A certificate the service trusts; removal keeps the row (history lives in events)."""
+
+    __tablename__ = "trust_anchors"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # SHA-256 of the DER, lower-case hex without separators.
+    fingerprint: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    pem: str = Field(sa_column=Column(Text, nullable=False))
+    kind: str = Field(default="root", max_length=16)  # root|intermediate
+    source: str = Field(default="api", max_length=255)  # api|cli|dir:<file>|dev-pki
+    not_after: datetime | None = ts_column()
+    added_at: datetime = created_column()
+    added_by: str = Field(default="system", max_length=100)
+    removed_at: datetime | None = ts_column(index=True)
+    removed_by: str | None = Field(default=None, max_length=100)
+
+
+class TrustEvent(SQLModel, table=True):
+    """One change of the trust store: answers "was this certificate trusted at T"."""
+
+    __tablename__ = "trust_events"
+    __table_args__ = (Index("ix_trust_events_fingerprint_at", "fingerprint", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64)
+    action: str = Field(max_length=16)  # added|removed
+    at: datetime = created_column()
+    actor: str = Field(default="system", max_length=100)
+    source: str = Field(default="api", max_length=255)
+    state_after: str = Field(default="", max_length=64)
+
+
+class AuditAnchor(SQLModel, table=True):
+    """An RFC 3161 timestamp over the audit chain head: truncation and rewrites show."""
+
+    __tablename__ = "audit_anchors"
+
+    id: int | None = Field(default=None, primary_key=True)
+    last_event_id: int = Field(index=True)
+    head_hash: str = Field(max_length=64)
+    tst: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    tsa_url: str = Field(default="", max_length=500)
+    gen_time: datetime | None = ts_column()
+    created_at: datetime = created_column()
+
+
+# --- platform: webhooks and task outcomes (issue 5) ----------------------------------------
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An agency system's URL to which arrivals, statuses and recall requests are pushed."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: int | None = Field(default=None, primary_key=True)
+    agency_id: int = Field(foreign_key="agencies.id", index=True)
+    url: str = Field(max_length=500)
+    # Kept in clear because signing a push needs it; shown to the agency only once.
+    secret: str = Field(max_length=128)
+    events: list[str] = json_column([])
+    description: str = Field(default="", max_length=200)
+    active: bool = True
+    created_by_id: int | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = created_column()
+    deleted_at: datetime | None = ts_column()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One push of one event to one endpoint; its id is the receiver's de-duplication key."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("endpoint_id", "event_key", name="uq_webhook_event_once"),
+                      Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"))
+
+    id: str = Field(default_factory=new_uuid, primary_key=True, max_length=32)
+    endpoint_id: int = Field(foreign_key="webhook_endpoints.id", index=True)
+    event_type: str = Field(max_length=64)
+    event_key: str = Field(max_length=100)
+    payload: dict[str, Any] = json_column({})
+    status: str = Field(default="pending", max_length=16)  # pending|succeeded|failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = ts_column()
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+    delivered_at: datetime | None = ts_column()
+
+
+class TaskStat(SQLModel, table=True):
+    """Celery task outcomes and durations summed across every worker, read by /metrics."""
+
+    __tablename__ = "task_stats"
+
+    task: str = Field(sa_column=Column(String(200), primary_key=True))
+    outcome: str = Field(sa_column=Column(String(16), primary_key=True))
+    count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    total_seconds: float = 0.0
+    max_seconds: float = 0.0
+    updated_at: datetime = created_column()

@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = 5.0
     seed_demo: bool = True
     log_json: bool = False
+    # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.
+    web_session_idle_minutes: int = 30
+    web_cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # --- platform: shared blob store, webhooks, metrics (issue 5) ---
+    blob_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "eoffice"
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_access_key_file: Path | None = None
+    s3_secret_key: str = ""
+    s3_secret_key_file: Path | None = None
+    s3_create_bucket: bool = False
+    database_password_file: Path | None = None
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 30.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_retry_window_seconds: float = 86400.0
+    webhook_allow_private: bool = True
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -52,6 +72,17 @@ class Settings(BaseSettings):
             self.blob_dir = self.data_dir / "blobs"
         if self.pki_dir is None:
             self.pki_dir = self.data_dir / "pki"
+        if self.database_password_file and not self.is_sqlite:
+            # The URL names the server; the password comes from a secret file, never the env.
+            from sqlalchemy.engine import make_url
+
+            url = make_url(self.database_url).set(
+                password=self.database_password_file.read_text().strip())
+            self.database_url = url.render_as_string(hide_password=False)
+        if self.s3_access_key_file and not self.s3_access_key:
+            self.s3_access_key = self.s3_access_key_file.read_text().strip()
+        if self.s3_secret_key_file and not self.s3_secret_key:
+            self.s3_secret_key = self.s3_secret_key_file.read_text().strip()
         if self.secret_key_file and not self.secret_key:
             self.secret_key = self.secret_key_file.read_text().strip()
         if self.environment == "production" and self.secret_key in PLACEHOLDER_SECRETS:
