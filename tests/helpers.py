@@ -70,3 +70,39 @@ def create_document(client: TestClient, headers: dict[str, str], pdf: bytes | No
                                            "application/pdf")})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def override_settings(monkeypatch: Any, **values: Any) -> None:
+    """Change settings for the rest of one test (environment + cache reset)."""
+    from eoffice.settings import get_settings
+
+    for key, value in values.items():
+        monkeypatch.setenv(f"EOFFICE_{key.upper()}", str(value))
+    get_settings.cache_clear()
+
+
+def send(client: TestClient, headers: dict[str, str], document_id: int,
+         recipients: list[str], **kwargs: Any) -> Any:
+    return client.post(f"/api/v1/documents/{document_id}/send", headers=headers,
+                       json={"recipients": recipients}, **kwargs)
+
+
+def inbox_item(client: TestClient, headers: dict[str, str], document_id: int) -> dict[str, Any]:
+    items = client.get("/api/v1/inbox", headers=headers, params={"limit": 200}).json()["items"]
+    return next(i for i in items if i["document_id"] == document_id)
+
+
+def status(client: TestClient, headers: dict[str, str], delivery_id: int, code: str,
+           **extra: Any) -> Any:
+    return client.post(f"/api/v1/deliveries/{delivery_id}/status", headers=headers,
+                       json={"code": code, **extra})
+
+
+def assert_problem(response: Any, status_code: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status_code, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status_code and body["detail"]
+    if field is not None:
+        assert field in (body.get("field") or ""), body
+    return dict(body)
