@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = 5.0
     seed_demo: bool = True
     log_json: bool = False
+    # --- verification, trust store, audit anchoring (issue 4) ---
+    verify_revocation: Literal["require", "soft", "off"] = "soft"
+    reverify_after_hours: int = 24 * 7
+    reverify_batch: int = 200
+    service_seal_p12: Path | None = None
+    service_seal_pass_file: Path | None = None
+    tsa_url: str = ""  # empty: <pki_base_url>/tsa (the development TSA)
+    audit_anchor_minutes: float = 60.0
     # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.
     web_session_idle_minutes: int = 30
     web_cookie_secure: Literal["auto", "always", "never"] = "auto"
