@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -128,10 +129,132 @@ class LocalBlobStore:
             raise ServiceUnavailable("blob folder not writable")
 
 
+class S3BlobStore:
+    """An S3-compatible bucket (MinIO, Ceph, AWS) shared by every api and worker node.
+
+    Uploads are hashed while they stream to a local spool file (the address is only known
+    at the end), then sent with multipart upload; nothing is held whole in memory.
+    """
+
+    def __init__(self, *, bucket: str, endpoint_url: str | None, access_key: str | None,
+                 secret_key: str | None, region: str = "us-east-1", spool_dir: Path | None = None,
+                 create_bucket: bool = False) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.spool_dir = spool_dir
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region,
+            aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                          retries={"max_attempts": 3, "mode": "standard"},
+                          connect_timeout=5, read_timeout=60))
+        if create_bucket:
+            self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                # Another node created it first.
+                if exc.response.get("Error", {}).get("Code") not in (
+                        "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    @staticmethod
+    def key(sha256: str) -> str:
+        """The object key of a blob (fan-out prefixes keep listings manageable)."""
+        return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+    def put_file(self, source: BinaryIO, max_bytes: int | None = None) -> StoredFile:
+        from boto3.s3.transfer import TransferConfig
+
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise PayloadTooLarge(f"file larger than {max_bytes} bytes",
+                                          detail_vi="Tệp vượt quá dung lượng cho phép")
+                digest.update(chunk)
+                spool.write(chunk)
+            sha = digest.hexdigest()
+            if not self.exists(sha):
+                spool.seek(0)
+                self.client.upload_fileobj(
+                    spool, self.bucket, self.key(sha),
+                    ExtraArgs={"Metadata": {"sha256": sha}},
+                    Config=TransferConfig(multipart_threshold=8 * CHUNK,
+                                          multipart_chunksize=8 * CHUNK, max_concurrency=4))
+        return StoredFile(sha, size)
+
+    def open(self, sha256: str) -> BinaryIO:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(sha256) from exc
+            raise ServiceUnavailable("blob store unavailable",
+                                     detail_vi="Kho tệp tạm thời không truy cập được") from exc
+        return _VerifyingReader(body, sha256)  # type: ignore[return-value]
+
+    @contextmanager
+    def local_path(self, sha256: str) -> Iterator[Path]:
+        # Libraries that need a real file (pyHanko, pdf tools) get a verified temporary copy.
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, suffix=".blob")
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(sha256) as reader:
+                shutil.copyfileobj(reader, out, CHUNK)  # type: ignore[misc]
+            yield Path(name)
+        finally:
+            if os.path.exists(name):
+                os.unlink(name)
+
+    def exists(self, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+@lru_cache(maxsize=4)
+def _s3_store(bucket: str, endpoint_url: str, access_key: str, secret_key: str, region: str,
+              spool_dir: str, create_bucket: bool) -> S3BlobStore:
+    # boto3 clients are thread-safe and costly to build: one per configuration per process.
+    return S3BlobStore(bucket=bucket, endpoint_url=endpoint_url, access_key=access_key,
+                       secret_key=secret_key, region=region, spool_dir=Path(spool_dir),
+                       create_bucket=create_bucket)
+
+
 def get_blob_store() -> BlobStore:
-    """The configured blob store."""
+    """The configured blob store: the local folder (embedded default) or an S3 bucket."""
     settings = get_settings()
     assert settings.blob_dir is not None
+    if settings.blob_backend == "s3":
+        return _s3_store(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_access_key,
+                         settings.s3_secret_key, settings.s3_region,
+                         str(settings.blob_dir / "spool"), settings.s3_create_bucket)
     return LocalBlobStore(settings.blob_dir)
 
 
