@@ -92,3 +92,15 @@ class ServiceUnavailable(AppError):
     status_code = 503
     type_slug = "service-unavailable"
     title = "Service unavailable"
+
+
+def from_pydantic(exc: Any, prefix: str = "") -> ValidationFailed:
+    """A pydantic ValidationError as a 422 naming the first bad field."""
+    errors = exc.errors(include_url=False, include_context=False)
+    first = errors[0]
+    location = ".".join(str(p) for p in first["loc"])
+    field = f"{prefix}.{location}" if prefix and location else (location or prefix)
+    return ValidationFailed(f"{field}: {first['msg']}", field=field,
+                            detail_vi=f"Dữ liệu không hợp lệ: {field}",
+                            extra={"errors": [{"field": ".".join(str(p) for p in e["loc"]),
+                                               "message": e["msg"]} for e in errors]})

@@ -15,7 +15,7 @@ from eoffice.blobs.service import get_blob_store
 from eoffice.deps import CurrentPrincipal, SessionDep
 from eoffice.documents import service
 from eoffice.documents.schemas import DocumentMetadata, DocumentOut
-from eoffice.errors import NotFound, ValidationFailed
+from eoffice.errors import NotFound, ValidationFailed, from_pydantic
 from eoffice.exchange.service import delivery_out
 from eoffice.models import Agency, Attachment, Delivery, Document, DocumentRevision
 from eoffice.users.service import Principal
@@ -35,17 +35,7 @@ def parse_metadata(raw: str) -> DocumentMetadata:
     try:
         return DocumentMetadata.model_validate(data)
     except ValidationError as exc:
-        raise validation_failed(exc, prefix="metadata") from exc
-
-
-def validation_failed(exc: ValidationError, prefix: str = "") -> ValidationFailed:
-    errors = exc.errors(include_url=False, include_context=False)
-    first = errors[0]
-    location = ".".join(str(p) for p in first["loc"])
-    field = f"{prefix}.{location}" if prefix and location else (location or prefix)
-    return ValidationFailed(f"{field}: {first['msg']}", field=field,
-                            extra={"errors": [{"field": ".".join(str(p) for p in e["loc"]),
-                                               "message": e["msg"]} for e in errors]})
+        raise from_pydantic(exc, prefix="metadata") from exc
 
 
 def document_out(session: Session, principal: Principal, document: Document) -> dict[str, Any]:

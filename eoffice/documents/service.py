@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -12,7 +13,8 @@ from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
 from eoffice.db import insert_ignore
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
-from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed
+from eoffice.errors import (Conflict, NotFound, UnsupportedMedia, ValidationFailed,
+                            from_pydantic)
 from eoffice.models import (Agency, Attachment, Delivery, Document, DocumentRevision,
                             RegisterCounter, utcnow)
 from eoffice.settings import get_settings
@@ -220,5 +222,8 @@ def apply_metadata_changes(document: Document, changes: dict[str, Any]) -> dict[
                         "position": document.signer_position,
                         "full_name": document.signer_full_name},
     }
-    merged = DocumentMetadata.model_validate({**current, **changes})
+    try:
+        merged = DocumentMetadata.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise from_pydantic(exc) from exc
     return merged.model_dump(include=set(changes), mode="json")
