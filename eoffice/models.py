@@ -153,6 +153,12 @@ class Document(SQLModel, table=True):
     status: str = Field(default="draft", max_length=16, index=True)  # draft|issued|sent|recalled
     channel: str = Field(default="electronic", max_length=16)  # electronic|paper
     also_on_paper: bool = False  # edXML Paper = 1
+    # Added by 0004_stats: paper register entries (channel = paper). For an incoming paper
+    # entry sender_id is the registering (receiving) agency; the real sender is below.
+    counterpart_code: str | None = Field(default=None, max_length=35)
+    counterpart_name: str | None = Field(default=None, max_length=200)
+    original_ref: str | None = Field(default=None, max_length=64)
+    registered_on: date | None = None
     type_name: str = Field(max_length=50)
     subject: str = Field(sa_column=Column(Text, nullable=False))
     priority: int = 0
@@ -464,3 +470,101 @@ class TaskStat(SQLModel, table=True):
     total_seconds: float = 0.0
     max_seconds: float = 0.0
     updated_at: datetime = created_column()
+
+
+# --- stats: electronic-exchange rate aggregates (stats engineer, issue 6; 0004_stats) -------
+
+class StatsCell(SQLModel, table=True):
+    """Counters of one (agency, Vietnam day, direction) cell; KPIs are sums of cells.
+
+    ack_h*/done_h* are histograms of minutes to acknowledge / to complete in the fixed buckets
+    eoffice.stats.service.BUCKET_EDGES_MINUTES (percentiles cannot be summed, buckets can).
+    """
+
+    __tablename__ = "stats_cells"
+
+    agency_id: int = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    direction: str = Field(primary_key=True, max_length=3)  # out|in
+    electronic: int = 0
+    paper: int = 0
+    recalled: int = 0
+    also_on_paper: int = 0
+    signed_ok: int = 0
+    acknowledged: int = 0
+    ack_on_time: int = 0
+    completed: int = 0
+    with_due: int = 0
+    done_by_due: int = 0
+    ack_h0: int = 0
+    ack_h1: int = 0
+    ack_h2: int = 0
+    ack_h3: int = 0
+    ack_h4: int = 0
+    ack_h5: int = 0
+    ack_h6: int = 0
+    ack_h7: int = 0
+    ack_h8: int = 0
+    ack_h9: int = 0
+    ack_h10: int = 0
+    ack_h11: int = 0
+    ack_h12: int = 0
+    ack_h13: int = 0
+    ack_h14: int = 0
+    done_h0: int = 0
+    done_h1: int = 0
+    done_h2: int = 0
+    done_h3: int = 0
+    done_h4: int = 0
+    done_h5: int = 0
+    done_h6: int = 0
+    done_h7: int = 0
+    done_h8: int = 0
+    done_h9: int = 0
+    done_h10: int = 0
+    done_h11: int = 0
+    done_h12: int = 0
+    done_h13: int = 0
+    done_h14: int = 0
+
+
+class StatsItem(SQLModel, table=True):
+    """What one document (out) or delivery (in) currently adds to its cell.
+
+    Applying an event recomputes the item from its raw row and adds the difference to the
+    cell, so applying the same event twice changes nothing.
+    """
+
+    __tablename__ = "stats_items"
+
+    kind: str = Field(primary_key=True, max_length=3)  # doc|dlv
+    ref_id: int = Field(primary_key=True)
+    agency_id: int
+    day: date
+    direction: str = Field(max_length=3)
+    electronic: int = 0
+    paper: int = 0
+    recalled: int = 0
+    also_on_paper: int = 0
+    signed_ok: int = 0
+    acknowledged: int = 0
+    ack_on_time: int = 0
+    completed: int = 0
+    with_due: int = 0
+    done_by_due: int = 0
+    ack_bucket: int | None = None
+    done_bucket: int | None = None
+
+
+class StatsReconcileRun(SQLModel, table=True):
+    """One reconciliation of the aggregates against a full recomputation, with its drift."""
+
+    __tablename__ = "stats_reconcile_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = created_column()
+    finished_at: datetime | None = ts_column()
+    cells_checked: int = 0
+    cells_fixed: int = 0
+    items_fixed: int = 0
+    drift: dict[str, Any] | None = json_column({})

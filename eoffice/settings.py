@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = 5.0
     seed_demo: bool = True
     log_json: bool = False
+    # Stats (issue 6): how often beat reconciles the aggregates with a full recomputation.
+    stats_reconcile_seconds: float = 3600.0
     # --- verification, trust store, audit anchoring (issue 4) ---
     verify_revocation: Literal["require", "soft", "off"] = "soft"
     reverify_after_hours: int = 24 * 7
