@@ -318,7 +318,8 @@ class Job(SQLModel, table=True):
 
     id: str = Field(default_factory=new_uuid, primary_key=True, max_length=32)
     kind: str = Field(max_length=32)
-    status: str = Field(default="queued", max_length=16)  # queued|running|succeeded|failed
+    # queued|running|awaiting_signature|succeeded|failed (widened to 32 by 0002_signing)
+    status: str = Field(default="queued", max_length=32)
     progress: int = 0
     document_id: int | None = Field(default=None, foreign_key="documents.id", index=True)
     created_by_id: int | None = Field(default=None, foreign_key="users.id")
@@ -568,3 +569,26 @@ class StatsReconcileRun(SQLModel, table=True):
     cells_fixed: int = 0
     items_fixed: int = 0
     drift: dict[str, Any] | None = json_column({})
+
+
+# --- signing (issue 3): attachment versions made by the organisation seal ------------------
+
+class AttachmentRevision(SQLModel, table=True):
+    """Every version of an attachment file; the seal job adds the stamped one.
+
+    ``Attachment.blob_sha256`` always points at the newest version (what is downloaded and
+    sent); number 1 is the upload. ``job_id`` makes a re-run seal job write nothing twice.
+    """
+
+    __tablename__ = "attachment_revisions"
+    __table_args__ = (UniqueConstraint("attachment_id", "number"),
+                      UniqueConstraint("attachment_id", "job_id", name="uq_attachment_rev_job"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    attachment_id: int = Field(foreign_key="attachments.id", index=True)
+    number: int
+    blob_sha256: str = Field(foreign_key="blobs.sha256")
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reason: str = Field(default="upload", max_length=50)
+    job_id: str | None = Field(default=None, max_length=32)
+    created_at: datetime = created_column()

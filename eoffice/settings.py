@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = 5.0
     seed_demo: bool = True
     log_json: bool = False
+    # --- signing jobs (issue 3): how long POST /documents/{id}/sign waits for the worker to
+    # prepare, retry policy for TSA/OCSP outages, where the organisation seal keys live ---
+    sign_prepare_wait_seconds: float = 30.0
+    sign_max_retries: int = 5
+    sign_retry_backoff_seconds: float = 10.0
+    sign_retry_backoff_max_seconds: float = 600.0
+    sign_remote_ttl_minutes: int = 60  # two-step jobs left unsigned this long are expired
+    user_keys_dir: Path | None = None  # <username>.p12 of leaders; default <pki_dir>/users
+    signature_images_dir: Path | None = None  # <username>.png; default <pki_dir>/images/signatures
+    seal_images_dir: Path | None = None  # <agency_code>.png; default <pki_dir>/images/seals
+    seal_keys_dir: Path | None = None  # <agency_code>.p12; default <pki_dir>/seals
+    seal_passphrase_dir: Path | None = None  # <agency_code>.pass; default = seal_keys_dir
+    pkcs11_module: str = ""  # set to use an HSM for seals instead of PKCS#12 files
+    pkcs11_token: str = ""
+    pkcs11_pin_file: Path | None = None
+    pkcs11_key_label: str = "seal-{agency_code}"
     # Stats (issue 6): how often beat reconciles the aggregates with a full recomputation.
     stats_reconcile_seconds: float = 3600.0
     # --- verification, trust store, audit anchoring (issue 4) ---
@@ -69,7 +85,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 8
     webhook_backoff_seconds: float = 30.0
     webhook_backoff_max_seconds: float = 3600.0
-    webhook_retry_window_seconds: float = 86400.0
+    webhook_sweep_seconds: float = 5.0
     webhook_allow_private: bool = True
 
     @model_validator(mode="after")
