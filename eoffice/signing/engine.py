@@ -389,6 +389,18 @@ def sign_as_leader(input_path: Path | str, output_path: Path | str, signer: Sign
     """Leader's visible signature (blue image between position and name), bottom-right of the
     last page unless ``page``/``box`` are given."""
     options = options or SigningOptions()
+    name, visible = leader_field(input_path, position=position, full_name=full_name,
+                                 signature_image=signature_image, competence=competence,
+                                 page=page, box=box)
+    opts = _with(options, field_name=options.field_name or name,
+                 reason=options.reason or f"{position} {full_name} ký văn bản")
+    return sign_pdf_file(input_path, output_path, signer, options=opts, visible=visible)
+
+
+def leader_field(input_path: Path | str, *, position: str, full_name: str,
+                 signature_image: Path, competence: str | None = None, page: int = -1,
+                 box: ap.Box | None = None) -> tuple[str, VisibleField]:
+    """The next free leader field name and its Decree 30 appearance (also for two-step)."""
     input_path = Path(input_path)
     with open(input_path, "rb") as handle:
         reader = _open_reader(handle, input_path.name)
@@ -396,11 +408,8 @@ def sign_as_leader(input_path: Path | str, output_path: Path | str, signer: Sign
         existing = {name for name, _, _ in fields.enumerate_sig_fields(reader)}
     field_box = box or ap.default_leader_box(width, height)
     style = ap.leader_style(position, full_name, signature_image, field_box, competence)
-    name = options.field_name or _next_field_name(existing, LEADER_FIELD_PREFIX)
-    opts = _with(options, field_name=name,
-                 reason=options.reason or f"{position} {full_name} ký văn bản")
-    return sign_pdf_file(input_path, output_path, signer, options=opts,
-                         visible=VisibleField(field_box, style, page))
+    return (_next_field_name(existing, LEADER_FIELD_PREFIX),
+            VisibleField(field_box, style, page))
 
 
 def _with(options: SigningOptions, **changes: Any) -> SigningOptions:
@@ -779,6 +788,7 @@ async def _check_embedded(path: Path, field_name: str, cert: asn1_x509.Certifica
 __all__ = [
     "Level", "SigningOptions", "VisibleField", "SignResult", "PreparedSignature",
     "LeaderSignatureInfo", "sign_pdf_file", "async_sign_pdf_file", "sign_as_leader",
+    "leader_field",
     "issue_with_seal", "stamp_attachment", "stamp_copy", "check_leader_signature_present",
     "prepare_external", "async_prepare_external", "complete_external",
     "async_complete_external",
