@@ -157,3 +157,7 @@ def issue(document_id: int, session: SessionDep, principal: CurrentPrincipal) ->
     document = service.get_own(session, principal, document_id)
     service.issue_document(session, principal, document)
     return document_out(session, principal, document)
+
+
+# Other domains import the converter under this name.
+validation_failed = from_pydantic
