@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -52,3 +53,161 @@ class DatabaseCollector(Collector):
 
 
 REGISTRY.register(DatabaseCollector())
+
+
+# --- platform (issue 5): task outcomes, queue depths, signing/verification, webhooks --------
+#
+# Workers are separate processes, often on other machines, so their counters cannot live in
+# this process's registry. prometheus_client's multiprocess mode only aggregates processes that
+# share one directory on one host; with api and workers in different containers the API would
+# still see nothing. So each finished task adds itself to a row of `task_stats` (one upsert,
+# summed across every worker and node), and the API exports those rows at scrape time.
+
+_task_started: dict[str, float] = {}
+_signals_installed = False
+
+
+def record_task_outcome(task: str, outcome: str, seconds: float) -> None:
+    """Add one finished task to the shared counters (never raises: metrics must not fail work)."""
+    import logging
+
+    from sqlalchemy import func as sa_func
+
+    from eoffice.db import new_session
+    from eoffice.models import TaskStat, utcnow
+
+    try:
+        with new_session() as session:
+            values = {"task": task[:200], "outcome": outcome[:16], "count": 1,
+                      "total_seconds": seconds, "max_seconds": seconds, "updated_at": utcnow()}
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            stmt = insert(TaskStat).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["task", "outcome"],
+                set_={"count": TaskStat.__table__.c.count + 1,
+                      "total_seconds": TaskStat.__table__.c.total_seconds + seconds,
+                      "max_seconds": sa_func.max(TaskStat.__table__.c.max_seconds, seconds)
+                      if session.get_bind().dialect.name == "sqlite"
+                      else sa_func.greatest(TaskStat.__table__.c.max_seconds, seconds),
+                      "updated_at": values["updated_at"]})
+            session.exec(stmt)  # type: ignore[call-overload]
+            session.commit()
+    except Exception:
+        logging.getLogger(__name__).warning("could not record task outcome of %s", task,
+                                            exc_info=True)
+
+
+def install_task_signals() -> None:
+    """Connect Celery signals that time each task, log its outcome and count it."""
+    global _signals_installed
+    if _signals_installed:
+        return
+    import logging
+    import time
+
+    from celery import signals
+
+    log = logging.getLogger("eoffice.tasks")
+
+    @signals.task_prerun.connect(weak=False)
+    def _started(task_id: str | None = None, **_: object) -> None:
+        if task_id:
+            _task_started[task_id] = time.perf_counter()
+
+    @signals.task_postrun.connect(weak=False)
+    def _finished(task_id: str | None = None, task: object = None, state: str | None = None,
+                  **_: object) -> None:
+        started = _task_started.pop(task_id or "", None)
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        name = str(getattr(task, "name", "unknown"))
+        outcome = (state or "unknown").lower()
+        # The request id was bound in task_prerun (workers/celery_app.py), so this line
+        # carries the id of the API request that caused the task.
+        log.info("task %s %s in %.3f s", name, outcome, seconds,
+                 extra={"task": name, "task_id": task_id, "outcome": outcome})
+        record_task_outcome(name, outcome, seconds)
+
+    _signals_installed = True
+
+
+def _queue_depths() -> dict[str, int]:
+    from workers.celery_app import QUEUES, celery_app
+
+    depths: dict[str, int] = {}
+    with celery_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        channel = conn.default_channel
+        for queue in QUEUES:
+            try:
+                # Passive declare answers the message count on Redis and kombu's SQL transport.
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except Exception:
+                depths[queue] = 0
+    return depths
+
+
+class PlatformCollector(Collector):
+    """Task outcomes and durations (all workers), queue depths, signatures, verifications."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+        from sqlalchemy import func
+        from sqlmodel import select
+
+        from eoffice.db import new_session
+        from eoffice.models import DocumentRevision, TaskStat, VerificationReport, WebhookDelivery
+        from eoffice.settings import get_settings
+
+        if not get_settings().tasks_eager:
+            try:
+                depths = _queue_depths()
+            except Exception:
+                depths = {}
+            if depths:
+                queue = GaugeMetricFamily("eoffice_queue_depth",
+                                          "Messages waiting in each broker queue", labels=["queue"])
+                for name, depth in depths.items():
+                    queue.add_metric([name], depth)
+                yield queue
+        runs = CounterMetricFamily("eoffice_task_runs", "Finished Celery tasks by outcome",
+                                   labels=["task", "outcome"])
+        durations = SummaryMetricFamily("eoffice_task_duration_seconds",
+                                        "Celery task run time", labels=["task", "outcome"])
+        slowest = GaugeMetricFamily("eoffice_task_duration_max_seconds",
+                                    "Longest run of each task", labels=["task", "outcome"])
+        revisions = GaugeMetricFamily("eoffice_document_revisions",
+                                      "File revisions by reason (signing adds one per signature)",
+                                      labels=["reason"])
+        verifications = GaugeMetricFamily("eoffice_verification_reports",
+                                          "Stored verification reports by indication",
+                                          labels=["indication"])
+        webhooks = GaugeMetricFamily("eoffice_webhook_deliveries", "Webhook pushes by status",
+                                     labels=["status"])
+        try:
+            with new_session() as session:
+                for row in session.exec(select(TaskStat)).all():
+                    runs.add_metric([row.task, row.outcome], row.count)
+                    durations.add_metric([row.task, row.outcome], count_value=row.count,
+                                         sum_value=row.total_seconds)
+                    slowest.add_metric([row.task, row.outcome], row.max_seconds)
+                for reason, count in session.exec(
+                        select(DocumentRevision.reason, func.count())
+                        .group_by(DocumentRevision.reason)).all():
+                    revisions.add_metric([reason], count)
+                for indication, count in session.exec(
+                        select(VerificationReport.indication, func.count())
+                        .group_by(VerificationReport.indication)).all():
+                    verifications.add_metric([indication], count)
+                for status, count in session.exec(
+                        select(WebhookDelivery.status, func.count())
+                        .group_by(WebhookDelivery.status)).all():
+                    webhooks.add_metric([status], count)
+        except Exception:  # a scrape must not fail because the database is down
+            return
+        yield from (runs, durations, slowest, revisions, verifications, webhooks)
+
+
+REGISTRY.register(PlatformCollector())

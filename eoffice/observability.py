@@ -29,6 +29,10 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Structured fields a log call may pass with `extra=` (task signals, webhook pushes...).
+EXTRA_FIELDS = ("task", "task_id", "outcome", "document_id", "delivery_id", "queue")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; secrets never reach a log because none are logged."""
 
@@ -40,12 +44,17 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
         }
+        for key in EXTRA_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                payload[key] = value
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False)
+        return json.dumps(payload, ensure_ascii=False, default=str)
 
 
 def configure_logging(json_logs: bool) -> None:
+    """One stderr handler on the root logger, carrying the request id on every line."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
@@ -53,3 +62,17 @@ def configure_logging(json_logs: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+
+
+def install_worker_logging() -> None:
+    """Make Celery workers log through our handler (JSON when EOFFICE_LOG_JSON=true)."""
+    from celery import signals
+
+    from eoffice.settings import get_settings
+
+    def _setup(**_: object) -> None:
+        configure_logging(get_settings().log_json)
+
+    # A receiver on setup_logging tells Celery not to install its own handlers.
+    if not signals.setup_logging.receivers:
+        signals.setup_logging.connect(_setup, weak=False)

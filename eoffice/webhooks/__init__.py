@@ -1,0 +1,1 @@
+"""Webhooks: pushing arrivals, status changes and recall requests to agency systems."""
