@@ -92,6 +92,10 @@ def send_document(session: Session, principal: Principal, document: Document,
     session.add(document)
     if created:
         enqueue(session, "exchange.deliver", document.id)
+    # stats (issue 6): count the sent document in the exchange-rate aggregates.
+    from eoffice.stats.service import enqueue_document
+
+    enqueue_document(session, document.id or 0)
     record(session, actor=principal.name, action="document.sent", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
            data={"recipients": [r.agency.code for r in resolved]})
@@ -113,6 +117,7 @@ def deliver(session: Session, document_id: int) -> int:
         delivery.transport_attempts += 1
         session.add(delivery)
         _event(session, delivery, "arrived", None, code="01", transport="delivered")
+        enqueue(session, "verification.verify_delivery", delivery.id, queue="crypto")
     return len(queued)
 
 
@@ -270,6 +275,10 @@ def recall_document(session: Session, principal: Principal, document_id: int, re
     document.status = "recalled"
     document.recalled_at = utcnow()
     session.add(document)
+    # stats (issue 6): move the document and its deliveries to the recalled counters.
+    from eoffice.stats.service import enqueue_document
+
+    enqueue_document(session, document.id or 0)
     record(session, actor=principal.name, action="document.recall_requested",
            object_type="document", object_id=document.id, agency_id=document.sender_id,
            data={"reason": reason})
@@ -413,6 +422,16 @@ def not_acknowledged_same_day(delivery: Delivery, today: date | None = None) -> 
     return local_date(delivery.acknowledged_at) > arrived
 
 
+def _verification_fields(delivery: Delivery) -> dict[str, Any]:
+    """Signature-check summary and a pre-filled 02 reason (verification domain decides)."""
+    from eoffice.verification.service import (delivery_verification,
+                                              suggested_rejection_reason)
+
+    return {"verification": delivery_verification(delivery),
+            "suggested_rejection_reason": suggested_rejection_reason(
+                delivery.verification_indication)}
+
+
 def delivery_out(delivery: Delivery, document: Document, agency: Agency) -> dict[str, Any]:
     return {
         "id": delivery.id, "recipient": agency.code, "recipient_name": agency.name,
@@ -423,6 +442,7 @@ def delivery_out(delivery: Delivery, document: Document, agency: Agency) -> dict
         "delivered_at": delivery.delivered_at, "acknowledged_at": delivery.acknowledged_at,
         "completed_at": delivery.completed_at,
         "verification_indication": delivery.verification_indication,
+        **_verification_fields(delivery),
         "overdue": is_overdue(document, delivery),
         "not_acknowledged_same_day": not_acknowledged_same_day(delivery),
     }
@@ -473,6 +493,7 @@ def inbox(session: Session, principal: Principal, *, status: str | None = None,
             "unread": delivery.read_at is None, "overdue": is_overdue(document, delivery, today),
             "not_acknowledged_same_day": not_acknowledged_same_day(delivery, today),
             "verification_indication": delivery.verification_indication,
+            **_verification_fields(delivery),
         })
     return items, int(total)
 

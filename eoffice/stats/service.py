@@ -1,0 +1,733 @@
+"""Electronic-exchange rate: the definition, incremental aggregates, reconciliation, KPI reads.
+
+Counting unit (the definition stored beside every figure, see DEFINITION):
+- outgoing: one per *document* an agency sent, dated by its sending date (electronic) or its
+  registration date (paper outgoing register);
+- incoming: one per *delivery* an agency received (a document sent to ten communes counts once
+  for the sender and once for each commune), dated by the document's sending date, or the
+  registration date of a paper incoming register entry.
+Electronic items are counted once sent (out) / delivered into the inbox (in); drafts and
+issued-but-unsent documents are not counted; recalled documents (out) and recalled deliveries
+(in) leave the rate and are counted separately; secret documents never enter the system.
+
+Each counted document or delivery is an "item" whose contribution to its (agency, day,
+direction) cell is stored (StatsItem). An event recomputes the item from its raw row and adds
+the difference to the cell, so a repeated event is a no-op. Reading sums cells only.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, text, update
+from sqlmodel import Session, col, select
+
+from eoffice.db import insert_ignore
+from eoffice.models import (
+    Delivery,
+    Document,
+    StatsCell,
+    StatsItem,
+    StatsReconcileRun,
+    VerificationReport,
+    utcnow,
+)
+from eoffice.timeutil import local_date, next_working_day
+
+log = logging.getLogger(__name__)
+
+DEFINITION = {
+    "en": ("Electronic-exchange rate = items exchanged through the system (sent electronically "
+           "and not recalled) / all items exchanged (electronic + registered on paper). An item "
+           "is a document for the sending agency (outgoing) and a delivery (document-recipient "
+           "pair) for each receiving agency (incoming); 'together' adds both. Counted per "
+           "agency, tier and the whole province, dated by the sending date (electronic) or the "
+           "register date (paper), Vietnam time, inclusive range. Not counted: drafts, "
+           "unsent documents, secret documents (never in the system); recalled documents and "
+           "deliveries are counted separately. Signatures valid = electronic items whose latest "
+           "stored verification report of the file is TOTAL_PASSED with the leader's signature "
+           "and the organisation seal conformant to Decree 30. Acknowledged on time = incoming "
+           "deliveries confirmed (03 or 02) no later than the next working day after arrival "
+           "(weekends and configured holidays excluded). Completed by due date = incoming "
+           "deliveries with a due date completed (06) on or before it. Median and 90th "
+           "percentile (nearest rank) of minutes from arrival to acknowledgement / completion "
+           "are given at histogram-bucket resolution."),
+    "vi": ("Tỷ lệ trao đổi văn bản điện tử = số văn bản trao đổi qua hệ thống (gửi điện tử, "
+           "không bị thu hồi) / tổng số văn bản trao đổi (điện tử + đăng ký văn bản giấy). Văn "
+           "bản đi tính theo văn bản của cơ quan gửi; văn bản đến tính theo từng lượt nhận của "
+           "mỗi cơ quan nhận; 'chung' là tổng cả hai. Tính theo cơ quan, cấp và toàn tỉnh, theo "
+           "ngày gửi (điện tử) hoặc ngày vào sổ (giấy), giờ Việt Nam, khoảng ngày tính cả hai "
+           "đầu. Không tính: dự thảo, văn bản chưa gửi, văn bản mật (không đưa lên hệ thống); "
+           "văn bản bị thu hồi được thống kê riêng. Chữ ký hợp lệ = văn bản điện tử có kết quả "
+           "kiểm tra gần nhất TOTAL_PASSED, đủ chữ ký người có thẩm quyền và chữ ký số cơ quan "
+           "theo Nghị định 30. Tiếp nhận đúng hạn = văn bản đến được xác nhận (03 hoặc 02) "
+           "chậm nhất ngày làm việc tiếp theo sau ngày đến (trừ thứ Bảy, Chủ nhật và ngày nghỉ "
+           "lễ được cấu hình). Hoàn thành đúng hạn = văn bản đến có hạn xử lý được hoàn thành "
+           "(06) không muộn hơn hạn. Trung vị và phân vị 90 (hạng gần nhất) số phút từ lúc đến "
+           "tới khi tiếp nhận / hoàn thành được tính theo khoảng của biểu đồ tần suất."),
+    "version": "1",
+}
+
+# Bucket i holds durations in [EDGES[i-1], EDGES[i]) minutes; bucket 0 starts at 0 and the
+# last bucket is open-ended. Log-spaced: a minute at first, a month at the end.
+BUCKET_EDGES_MINUTES: tuple[int, ...] = (1, 5, 15, 30, 60, 120, 240, 480, 1440, 2880, 4320,
+                                         10080, 20160, 43200)
+N_BUCKETS = len(BUCKET_EDGES_MINUTES) + 1
+COUNTERS = ("electronic", "paper", "recalled", "also_on_paper", "signed_ok", "acknowledged",
+            "ack_on_time", "completed", "with_due", "done_by_due")
+ACK_COLS = tuple(f"ack_h{i}" for i in range(N_BUCKETS))
+DONE_COLS = tuple(f"done_h{i}" for i in range(N_BUCKETS))
+CELL_COLUMNS = COUNTERS + ACK_COLS + DONE_COLS
+DIRECTIONS = ("out", "in")
+NO_DAY = date(1970, 1, 1)  # placeholder item row meaning "contributes nothing"
+
+
+def bucket_of(minutes: float) -> int:
+    """The histogram bucket of a duration in minutes (negative clock skew counts as 0)."""
+    return bisect_right(BUCKET_EDGES_MINUTES, max(minutes, 0.0))
+
+
+def bucket_bounds(index: int) -> tuple[int, int | None]:
+    """[from, to) minutes of a bucket; to is None for the open-ended last bucket."""
+    low = 0 if index == 0 else BUCKET_EDGES_MINUTES[index - 1]
+    high = BUCKET_EDGES_MINUTES[index] if index < len(BUCKET_EDGES_MINUTES) else None
+    return low, high
+
+
+def _minutes(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds() / 60.0
+
+
+def acknowledged_on_time(delivered_at: datetime, acknowledged_at: datetime) -> bool:
+    """Decree 30: confirmed on the arrival day, at the latest the next working day."""
+    return local_date(acknowledged_at) <= next_working_day(local_date(delivered_at))
+
+
+def signature_conformant(indication: str | None, report: dict[str, Any] | None) -> bool:
+    """TOTAL_PASSED and the Decree 30 check found both required signatures valid."""
+    if indication != "TOTAL_PASSED" or not isinstance(report, dict):
+        return False
+    decree30 = report.get("decree30")
+    return isinstance(decree30, dict) and decree30.get("conformant") is True
+
+
+# --- contributions -------------------------------------------------------------------------
+
+@dataclass
+class Contribution:
+    """What one item adds to one cell."""
+
+    agency_id: int
+    day: date
+    direction: str
+    counts: dict[str, int] = field(default_factory=dict)
+    ack_bucket: int | None = None
+    done_bucket: int | None = None
+
+    def vector(self) -> dict[str, int]:
+        """The item as increments of cell columns."""
+        vec = {k: v for k, v in self.counts.items() if v}
+        if self.ack_bucket is not None:
+            vec[f"ack_h{self.ack_bucket}"] = 1
+        if self.done_bucket is not None:
+            vec[f"done_h{self.done_bucket}"] = 1
+        return vec
+
+    def key(self) -> tuple[int, date, str]:
+        return self.agency_id, self.day, self.direction
+
+
+def document_contribution(doc: Any, signed_ok: bool) -> Contribution | None:
+    """The outgoing (or paper register) item of a document row, or None if not counted."""
+    if doc.channel == "paper":
+        if doc.status != "registered" or doc.registered_on is None:
+            return None
+        direction = "in" if doc.register_name == "incoming" else "out"
+        return Contribution(doc.sender_id, doc.registered_on, direction, {"paper": 1})
+    if doc.sent_at is None or doc.status not in ("sent", "recalled"):
+        return None
+    day = local_date(doc.sent_at)
+    if doc.status == "recalled":
+        return Contribution(doc.sender_id, day, "out", {"recalled": 1})
+    return Contribution(doc.sender_id, day, "out", {
+        "electronic": 1, "also_on_paper": int(bool(doc.also_on_paper)),
+        "signed_ok": int(signed_ok)})
+
+
+def delivery_contribution(delivery: Any, doc: Any, signed_ok: bool) -> Contribution | None:
+    """The incoming item of a delivery row (with its document), or None if not counted."""
+    if doc.sent_at is None:
+        return None
+    day = local_date(doc.sent_at)
+    if delivery.recalled:
+        return Contribution(delivery.recipient_id, day, "in", {"recalled": 1})
+    if delivery.transport_status != "delivered" or delivery.delivered_at is None:
+        return None
+    result = Contribution(delivery.recipient_id, day, "in", {
+        "electronic": 1, "also_on_paper": int(bool(doc.also_on_paper)),
+        "signed_ok": int(signed_ok)})
+    if delivery.acknowledged_at is not None:
+        result.counts["acknowledged"] = 1
+        result.counts["ack_on_time"] = int(acknowledged_on_time(delivery.delivered_at,
+                                                                delivery.acknowledged_at))
+        result.ack_bucket = bucket_of(_minutes(delivery.delivered_at, delivery.acknowledged_at))
+    if delivery.completed_at is not None:
+        result.counts["completed"] = 1
+        result.done_bucket = bucket_of(_minutes(delivery.delivered_at, delivery.completed_at))
+    if doc.due_date is not None:
+        result.counts["with_due"] = 1
+        result.counts["done_by_due"] = int(delivery.completed_at is not None and
+                                           local_date(delivery.completed_at) <= doc.due_date)
+    return result
+
+
+def _item_contribution(item: StatsItem) -> Contribution | None:
+    if item.day == NO_DAY:
+        return None
+    return Contribution(item.agency_id, item.day, item.direction,
+                        {c: getattr(item, c) for c in COUNTERS}, item.ack_bucket,
+                        item.done_bucket)
+
+
+def _store_item(item: StatsItem, value: Contribution | None) -> None:
+    item.agency_id = value.agency_id if value else 0
+    item.day = value.day if value else NO_DAY
+    item.direction = value.direction if value else ""
+    for name in COUNTERS:
+        setattr(item, name, value.counts.get(name, 0) if value else 0)
+    item.ack_bucket = value.ack_bucket if value else None
+    item.done_bucket = value.done_bucket if value else None
+
+
+def _same(a: Contribution | None, b: Contribution | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.key() == b.key() and a.vector() == b.vector()
+
+
+def _add_to_cell(session: Session, key: tuple[int, date, str], vec: dict[str, int],
+                 sign: int) -> None:
+    if not vec:
+        return
+    agency_id, day, direction = key
+    insert_ignore(session, StatsCell, {"agency_id": agency_id, "day": day,
+                                       "direction": direction})
+    table = StatsCell.__table__  # type: ignore[attr-defined]
+    session.execute(update(table).where(table.c.agency_id == agency_id)
+                    .where(table.c.day == day).where(table.c.direction == direction)
+                    .values({name: table.c[name] + sign * value for name, value in vec.items()}))
+
+
+def _locked_item(session: Session, kind: str, ref_id: int) -> StatsItem:
+    # The item row is the lock: raw rows are read after it is held, so the last event to run
+    # sees the latest committed state and concurrent repeats cannot double-count.
+    insert_ignore(session, StatsItem, {"kind": kind, "ref_id": ref_id, "agency_id": 0,
+                                       "day": NO_DAY, "direction": ""})
+    item = session.exec(select(StatsItem).where(StatsItem.kind == kind)
+                        .where(StatsItem.ref_id == ref_id).with_for_update()
+                        .execution_options(populate_existing=True)).one()
+    return item
+
+
+def _apply(session: Session, item: StatsItem, new: Contribution | None) -> bool:
+    old = _item_contribution(item)
+    if _same(old, new):
+        return False
+    if old is not None:
+        _add_to_cell(session, old.key(), old.vector(), -1)
+    if new is not None:
+        _add_to_cell(session, new.key(), new.vector(), +1)
+    _store_item(item, new)
+    session.add(item)
+    return True
+
+
+def _signed_ok_for_blob(session: Session, sha256: str | None) -> bool:
+    if not sha256:
+        return False
+    row = session.exec(select(VerificationReport.indication, VerificationReport.report)
+                       .where(VerificationReport.blob_sha256 == sha256)
+                       .order_by(col(VerificationReport.id).desc()).limit(1)).first()
+    return bool(row) and signature_conformant(row[0], row[1])  # type: ignore[index]
+
+
+def apply_delivery(session: Session, delivery_id: int) -> bool:
+    """Bring one delivery's incoming item up to date; True if a cell changed."""
+    item = _locked_item(session, "dlv", delivery_id)
+    delivery = session.get(Delivery, delivery_id, populate_existing=True)
+    doc = session.get(Document, delivery.document_id) if delivery else None
+    new = None
+    if delivery is not None and doc is not None:
+        new = delivery_contribution(delivery, doc, _signed_ok_for_blob(session, doc.file_sha256))
+    return _apply(session, item, new)
+
+
+def apply_document(session: Session, document_id: int) -> int:
+    """Bring a document's item and all its deliveries' items up to date; cells changed."""
+    item = _locked_item(session, "doc", document_id)
+    doc = session.get(Document, document_id, populate_existing=True)
+    if doc is None:
+        return int(_apply(session, item, None))
+    signed_ok = _signed_ok_for_blob(session, doc.file_sha256)
+    changed = int(_apply(session, item, document_contribution(doc, signed_ok)))
+    delivery_ids = session.exec(select(Delivery.id).where(Delivery.document_id == document_id)
+                                .order_by(col(Delivery.id))).all()
+    for delivery_id in delivery_ids:
+        assert delivery_id is not None
+        changed += int(apply_delivery(session, delivery_id))
+    return changed
+
+
+def apply_event(session: Session, kind: str, ref_id: int) -> int:
+    """Apply one stats event: ("document", id) or ("delivery", id)."""
+    if kind == "document":
+        return apply_document(session, ref_id)
+    if kind == "delivery":
+        return int(apply_delivery(session, ref_id))
+    raise ValueError(f"unknown stats event kind {kind!r}")
+
+
+def enqueue_document(session: Session, document_id: int) -> None:
+    """Schedule the stats update of a document in the caller's transaction (outbox)."""
+    from eoffice.outbox import enqueue
+
+    enqueue(session, "stats.apply", "document", document_id, queue="stats")
+
+
+def on_status_event(session: Session, event: Any) -> None:
+    """Exchange status listener: a business status changed on a delivery."""
+    from eoffice.outbox import enqueue
+
+    enqueue(session, "stats.apply", "delivery", event.delivery_id, queue="stats")
+
+
+# --- full recomputation and reconciliation -------------------------------------------------
+
+_DOC_COLUMNS = (Document.id, Document.sender_id, Document.channel, Document.status,
+                Document.sent_at, Document.register_name, Document.registered_on,
+                Document.also_on_paper, Document.file_sha256, Document.due_date)
+_DLV_COLUMNS = (Delivery.id, Delivery.document_id, Delivery.recipient_id,
+                Delivery.transport_status, Delivery.recalled, Delivery.delivered_at,
+                Delivery.acknowledged_at, Delivery.completed_at)
+
+
+def _conformant_blobs(session: Session) -> set[str]:
+    latest: dict[str, bool] = {}
+    rows = session.exec(select(VerificationReport.blob_sha256, VerificationReport.indication,
+                               VerificationReport.report)
+                        .order_by(col(VerificationReport.id))).all()
+    for sha, indication, report in rows:
+        latest[sha] = signature_conformant(indication, report)
+    return {sha for sha, ok in latest.items() if ok}
+
+
+def expected_items(session: Session, chunk: int = 20000
+                   ) -> Iterator[list[tuple[str, int, Contribution | None]]]:
+    """Every item recomputed from the raw rows, in chunks of documents."""
+    good = _conformant_blobs(session)
+    last_id = 0
+    while True:
+        docs = session.exec(select(*_DOC_COLUMNS).where(col(Document.id) > last_id)
+                            .order_by(col(Document.id)).limit(chunk)).all()
+        if not docs:
+            return
+        last_id = docs[-1].id
+        by_id = {d.id: d for d in docs}
+        out: list[tuple[str, int, Contribution | None]] = []
+        for doc in docs:
+            out.append(("doc", doc.id, document_contribution(doc, doc.file_sha256 in good)))
+        deliveries = session.exec(select(*_DLV_COLUMNS)
+                                  .where(col(Delivery.document_id) >= docs[0].id)
+                                  .where(col(Delivery.document_id) <= last_id)).all()
+        for dlv in deliveries:
+            doc = by_id[dlv.document_id]
+            out.append(("dlv", dlv.id,
+                        delivery_contribution(dlv, doc, doc.file_sha256 in good)))
+        yield out
+
+
+@dataclass
+class Drift:
+    """What a reconciliation found and fixed."""
+
+    cells_checked: int = 0
+    cells_fixed: int = 0
+    items_fixed: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def reconcile(session: Session, *, fix: bool = True) -> StatsReconcileRun:
+    """Recompute every item and cell from raw rows, compare with the stored ones, fix drift."""
+    run = StatsReconcileRun(started_at=utcnow())
+    drift = Drift()
+    expected_cells: dict[tuple[int, date, str], dict[str, int]] = defaultdict(
+        lambda: defaultdict(int))
+    seen_items: set[tuple[str, int]] = set()
+    for batch in expected_items(session):
+        stored = _stored_items(session, batch)
+        for kind, ref_id, value in batch:
+            seen_items.add((kind, ref_id))
+            if value is not None:
+                cell = expected_cells[value.key()]
+                for name, amount in value.vector().items():
+                    cell[name] += amount
+            current = stored.get((kind, ref_id))
+            if _same(current, value):
+                continue
+            drift.items_fixed += 1
+            if fix:
+                row = session.get(StatsItem, (kind, ref_id)) or StatsItem(
+                    kind=kind, ref_id=ref_id, agency_id=0, day=NO_DAY, direction="")
+                _store_item(row, value)
+                session.add(row)
+        session.flush()
+    # Items whose raw row vanished contribute nothing.
+    for kind, ref_id in session.exec(select(StatsItem.kind, StatsItem.ref_id)
+                                     .where(StatsItem.day != NO_DAY)).all():
+        if (kind, ref_id) not in seen_items:
+            drift.items_fixed += 1
+            if fix:
+                row = session.get(StatsItem, (kind, ref_id))
+                if row is not None:
+                    _store_item(row, None)
+                    session.add(row)
+    stored_cells = {(c.agency_id, c.day, c.direction): c
+                    for c in session.exec(select(StatsCell)).all()}
+    for key in set(stored_cells) | set(expected_cells):
+        drift.cells_checked += 1
+        want = expected_cells.get(key, {})
+        cell = stored_cells.get(key)
+        have = {name: getattr(cell, name) for name in CELL_COLUMNS} if cell else {}
+        if all(have.get(n, 0) == want.get(n, 0) for n in CELL_COLUMNS):
+            continue
+        drift.cells_fixed += 1
+        if len(drift.examples) < 20:
+            drift.examples.append({
+                "agency_id": key[0], "day": key[1].isoformat(), "direction": key[2],
+                "differences": {n: {"stored": have.get(n, 0), "expected": want.get(n, 0)}
+                                for n in CELL_COLUMNS if have.get(n, 0) != want.get(n, 0)}})
+        if fix:
+            if cell is None:
+                cell = StatsCell(agency_id=key[0], day=key[1], direction=key[2])
+            for name in CELL_COLUMNS:
+                setattr(cell, name, want.get(name, 0))
+            session.add(cell)
+    run.finished_at = utcnow()
+    run.cells_checked, run.cells_fixed, run.items_fixed = (drift.cells_checked,
+                                                           drift.cells_fixed, drift.items_fixed)
+    run.drift = {"examples": drift.examples, "fixed": fix}
+    session.add(run)
+    session.flush()
+    if drift.cells_fixed or drift.items_fixed:
+        log.warning("stats drift: %d of %d cells and %d items differed from a full "
+                    "recomputation%s", drift.cells_fixed, drift.cells_checked, drift.items_fixed,
+                    " (fixed)" if fix else "")
+        from eoffice.audit.service import record
+
+        record(session, actor="system", action="stats.reconciled",
+               object_type="stats_reconcile_run", object_id=run.id,
+               data={"cells_fixed": drift.cells_fixed, "items_fixed": drift.items_fixed,
+                     "fixed": fix})
+    else:
+        log.info("stats reconciled: %d cells, no drift", drift.cells_checked)
+    return run
+
+
+def _stored_items(session: Session, batch: list[tuple[str, int, Contribution | None]]
+                  ) -> dict[tuple[str, int], Contribution | None]:
+    found: dict[tuple[str, int], Contribution | None] = {}
+    for kind in ("doc", "dlv"):
+        ids = [ref for k, ref, _ in batch if k == kind]
+        for start in range(0, len(ids), 5000):
+            part = ids[start:start + 5000]
+            for row in session.exec(select(StatsItem).where(StatsItem.kind == kind)
+                                    .where(col(StatsItem.ref_id).in_(part))).all():
+                found[(kind, row.ref_id)] = _item_contribution(row)
+    return found
+
+
+def rebuild(session: Session) -> int:
+    """Drop and rebuild every aggregate in bulk (first install, benchmarks); items written."""
+    session.execute(text("DELETE FROM stats_items"))
+    session.execute(text("DELETE FROM stats_cells"))
+    cells: dict[tuple[int, date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    items_table = StatsItem.__table__  # type: ignore[attr-defined]
+    written = 0
+    for batch in expected_items(session):
+        rows = []
+        for kind, ref_id, value in batch:
+            if value is None:
+                continue
+            for name, amount in value.vector().items():
+                cells[value.key()][name] += amount
+            rows.append({"kind": kind, "ref_id": ref_id, "agency_id": value.agency_id,
+                         "day": value.day, "direction": value.direction,
+                         **{c: value.counts.get(c, 0) for c in COUNTERS},
+                         "ack_bucket": value.ack_bucket, "done_bucket": value.done_bucket})
+        if rows:
+            session.execute(items_table.insert(), rows)
+            written += len(rows)
+    cell_rows = [{"agency_id": k[0], "day": k[1], "direction": k[2],
+                  **{c: v.get(c, 0) for c in CELL_COLUMNS}} for k, v in cells.items()]
+    for start in range(0, len(cell_rows), 5000):
+        session.execute(StatsCell.__table__.insert(),  # type: ignore[attr-defined]
+                        cell_rows[start:start + 5000])
+    session.flush()
+    return written
+
+
+# --- reading -------------------------------------------------------------------------------
+
+@dataclass
+class Totals:
+    """Summed cell columns of one direction."""
+
+    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CELL_COLUMNS, 0))
+
+    def add(self, other: dict[str, int] | Totals) -> None:
+        source = other.values if isinstance(other, Totals) else other
+        for name in CELL_COLUMNS:
+            self.values[name] += int(source.get(name) or 0)
+
+
+def sum_cells(session: Session, start: date, end: date, agency_ids: Iterable[int] | None,
+              by_month: bool = False) -> list[tuple[int, str, str | None, dict[str, int]]]:
+    """(agency_id, direction, month or None, sums) from the cells of a date range."""
+    table = StatsCell.__table__  # type: ignore[attr-defined]
+    month: Any = None
+    if by_month:
+        month = (func.to_char(table.c.day, "YYYY-MM")
+                 if session.get_bind().dialect.name == "postgresql"
+                 else func.strftime("%Y-%m", table.c.day)).label("month")
+    keys = [table.c.agency_id, table.c.direction] + ([month] if by_month else [])
+    query = (select(*keys, *[func.sum(table.c[name]).label(name) for name in CELL_COLUMNS])
+             .where(table.c.day >= start).where(table.c.day <= end))
+    if agency_ids is not None:
+        query = query.where(table.c.agency_id.in_(sorted(agency_ids)))
+    query = query.group_by(*keys)
+    result = []
+    for row in session.execute(query).all():
+        mapping = row._mapping
+        result.append((int(mapping["agency_id"]), str(mapping["direction"]),
+                       str(mapping["month"]) if by_month else None,
+                       {name: int(mapping[name] or 0) for name in CELL_COLUMNS}))
+    return result
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def percentile(histogram: list[int], fraction: float) -> dict[str, Any] | None:
+    """Nearest-rank percentile from a bucket histogram, as the bucket that holds it."""
+    import math
+
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(fraction * total))
+    running = 0
+    for index, count in enumerate(histogram):
+        running += count
+        if running >= rank:
+            low, high = bucket_bounds(index)
+            return {"bucket": index, "from_minutes": low, "to_minutes": high}
+    raise AssertionError("unreachable")
+
+
+def _direction_block(values: dict[str, int]) -> dict[str, Any]:
+    total = values["electronic"] + values["paper"]
+    return {"electronic": values["electronic"], "paper": values["paper"], "total": total,
+            "electronic_rate": _rate(values["electronic"], total),
+            "recalled": values["recalled"], "also_on_paper": values["also_on_paper"]}
+
+
+def kpi_block(out: Totals, inc: Totals) -> dict[str, Any]:
+    """Every KPI of one row (or the whole selection) from its outgoing and incoming sums."""
+    both = Totals()
+    both.add(out)
+    both.add(inc)
+    v, i = both.values, inc.values
+    ack_hist = [i[c] for c in ACK_COLS]
+    done_hist = [i[c] for c in DONE_COLS]
+    block = _direction_block(v)
+    block.update({
+        "outgoing": _direction_block(out.values),
+        "incoming": _direction_block(i),
+        "signatures": {"electronic": v["electronic"], "both_valid": v["signed_ok"],
+                       "share": _rate(v["signed_ok"], v["electronic"])},
+        "acknowledgement": {"deliveries": i["electronic"], "acknowledged": i["acknowledged"],
+                            "on_time": i["ack_on_time"],
+                            "on_time_share": _rate(i["ack_on_time"], i["electronic"]),
+                            "median": percentile(ack_hist, 0.5),
+                            "p90": percentile(ack_hist, 0.9), "histogram": ack_hist},
+        "completion": {"with_due": i["with_due"], "completed_by_due": i["done_by_due"],
+                       "by_due_share": _rate(i["done_by_due"], i["with_due"]),
+                       "completed": i["completed"], "median": percentile(done_hist, 0.5),
+                       "p90": percentile(done_hist, 0.9), "histogram": done_hist},
+    })
+    return block
+
+
+# --- the /stats/exchange query -------------------------------------------------------------
+
+TIERS = ("province", "department", "district", "commune")
+GROUPS = ("agency", "tier", "month", "agency-month", "none")
+MAX_RANGE_DAYS = 366 * 10 + 3
+EARLIEST = date(2000, 1, 1)
+
+
+def parse_period(period: str) -> tuple[date, date]:
+    """"2026", "2026-Q1", "2026-03" or "2026-03-05" as an inclusive date range."""
+    import calendar
+    import re
+
+    from eoffice.errors import ValidationFailed
+
+    value = period.strip().upper()
+    try:
+        if re.fullmatch(r"\d{4}", value):
+            year = int(value)
+            return date(year, 1, 1), date(year, 12, 31)
+        if match := re.fullmatch(r"(\d{4})-Q([1-4])", value):
+            year, quarter = int(match[1]), int(match[2])
+            first = 3 * quarter - 2
+            return (date(year, first, 1),
+                    date(year, first + 2, calendar.monthrange(year, first + 2)[1]))
+        if match := re.fullmatch(r"(\d{4})-(\d{2})", value):
+            year, month = int(match[1]), int(match[2])
+            return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = date.fromisoformat(value)
+            return day, day
+    except ValueError:
+        pass
+    raise ValidationFailed(
+        f"period '{period}' must be YYYY, YYYY-Qn, YYYY-MM or YYYY-MM-DD", field="period",
+        detail_vi=f"Kỳ '{period}' phải có dạng YYYY, YYYY-Qn, YYYY-MM hoặc YYYY-MM-DD")
+
+
+def check_range(start: date, end: date) -> None:
+    """Refuse reversed, absurdly long or out-of-era ranges with a 422."""
+    from eoffice.errors import ValidationFailed
+    from eoffice.timeutil import local_today
+
+    if start > end:
+        raise ValidationFailed(f"from ({start}) is after to ({end})", field="from",
+                               detail_vi=f"Ngày bắt đầu ({start}) sau ngày kết thúc ({end})")
+    if start < EARLIEST or end.year > local_today().year + 1:
+        raise ValidationFailed(
+            f"dates must lie between {EARLIEST} and the end of next year", field="from"
+            if start < EARLIEST else "to",
+            detail_vi="Ngày phải nằm trong khoảng từ năm 2000 đến hết năm sau")
+    if (end - start).days > MAX_RANGE_DAYS:
+        raise ValidationFailed("the range is longer than 10 years", field="to",
+                               detail_vi="Khoảng thời gian dài quá 10 năm")
+
+
+def scope_ids(session: Session, principal: Any) -> tuple[set[int] | None, Any]:
+    """Agencies whose figures the caller may read (None = all) and the agency tree."""
+    from eoffice.agencies.service import AgencyTree
+    from eoffice.errors import Forbidden
+
+    tree = AgencyTree.load(session)
+    if principal.role == "admin":
+        return None, tree
+    root = principal.scope_agency_id if principal.role == "auditor" else principal.agency_id
+    if principal.role == "auditor" and root is None:
+        root = principal.agency_id
+    if root is None:
+        raise Forbidden("no agency scope for statistics",
+                        detail_vi="Tài khoản không gắn với cơ quan nào")
+    return tree.subtree_ids(root), tree
+
+
+def selection(session: Session, principal: Any, agency: str | None, level: str | None
+              ) -> tuple[set[int], Any]:
+    """The agencies a query covers: the caller's scope, narrowed by agency and level."""
+    from eoffice.agencies.service import LEVELS
+    from eoffice.errors import Forbidden, NotFound, ValidationFailed
+
+    scope, tree = scope_ids(session, principal)
+    chosen = set(tree.by_id) if scope is None else set(scope)
+    if agency:
+        found = tree.by_code.get(agency.strip().upper())
+        if found is None:
+            raise NotFound(f"unknown agency '{agency}'", field="agency",
+                           detail_vi=f"Không tìm thấy cơ quan '{agency}'")
+        if scope is not None and found.id not in scope:
+            raise Forbidden(f"agency '{agency}' is outside your scope", field="agency",
+                            detail_vi=f"Cơ quan '{agency}' nằm ngoài phạm vi bạn được xem")
+        chosen &= tree.subtree_ids(found.id)
+    if level:
+        if level not in LEVELS:
+            raise ValidationFailed(f"level must be one of {', '.join(LEVELS)}", field="level",
+                                   detail_vi="Cấp không hợp lệ")
+        chosen = {i for i in chosen if tree.by_id[i].level == level}
+    return chosen, tree
+
+
+def exchange_stats(session: Session, principal: Any, *, start: date, end: date,
+                   agency: str | None = None, level: str | None = None,
+                   group_by: str = "agency") -> dict[str, Any]:
+    """The contract response of GET /stats/exchange, from the aggregate cells only."""
+    from eoffice.errors import ValidationFailed
+
+    check_range(start, end)
+    if group_by not in GROUPS:
+        raise ValidationFailed(f"group_by must be one of {', '.join(GROUPS)}", field="group_by",
+                               detail_vi="Cách nhóm không hợp lệ")
+    agencies, tree = selection(session, principal, agency, level)
+    by_month = group_by in ("month", "agency-month")
+    all_agencies = principal.role == "admin" and not agency and not level
+    sums = sum_cells(session, start, end, None if all_agencies else agencies, by_month) \
+        if agencies else []
+    overall = {"out": Totals(), "in": Totals()}
+    groups: dict[tuple[Any, ...], dict[str, Totals]] = {}
+    for agency_id, direction, month, values in sums:
+        overall[direction].add(values)
+        found = tree.by_id.get(agency_id)
+        tier = found.level if found else "unknown"
+        key: tuple[Any, ...] = {"agency": (agency_id,), "tier": (tier,), "month": (month,),
+                                "agency-month": (agency_id, month), "none": ()}[group_by]
+        if group_by == "none":
+            continue
+        groups.setdefault(key, {"out": Totals(), "in": Totals()})[direction].add(values)
+    if group_by == "agency":
+        for agency_id in agencies:  # agencies without any exchange still get a row
+            groups.setdefault((agency_id,), {"out": Totals(), "in": Totals()})
+    rows = []
+    for key, pair in groups.items():
+        row: dict[str, Any] = {}
+        if group_by in ("agency", "agency-month"):
+            found = tree.by_id[key[0]]
+            row.update({"agency": found.code, "agency_name": found.name, "level": found.level})
+        if group_by == "tier":
+            row["tier"] = key[0]
+        if by_month:
+            row["month"] = key[-1]
+        row.update(kpi_block(pair["out"], pair["in"]))
+        rows.append(row)
+    rows.sort(key=_row_order(tree))
+    body: dict[str, Any] = {"from": start.isoformat(), "to": end.isoformat(),
+                            "definition": DEFINITION, "level": level, "agency": agency,
+                            "group_by": group_by,
+                            "histogram_buckets_minutes": list(BUCKET_EDGES_MINUTES)}
+    body.update(kpi_block(overall["out"], overall["in"]))
+    body["rows"] = rows
+    return body
+
+
+def _row_order(tree: Any) -> Any:
+    tier_rank = {t: i for i, t in enumerate(("central",) + TIERS)}
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        level = row.get("level") or row.get("tier") or ""
+        return (row.get("month") or "", tier_rank.get(level, 9), row.get("agency") or "")
+    return order
