@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from asn1crypto import cms
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from eoffice.models import AuditEvent, utcnow
+from eoffice.models import AuditAnchor, AuditEvent, utcnow
+from eoffice.settings import get_settings
 
 GENESIS = "0" * 64
 
@@ -61,6 +65,13 @@ class ChainCheck:
     checked: int
     broken_id: int | None = None
     reason: str | None = None
+    anchors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON view (API, CLI)."""
+        return {"ok": self.ok, "checked": self.checked, "broken_id": self.broken_id,
+                "reason": self.reason, "anchors": self.anchors, "notes": self.notes}
 
 
 def iter_events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
@@ -75,14 +86,210 @@ def iter_events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
 
 
 def verify_chain(session: Session) -> ChainCheck:
-    """Recompute every hash; name the first entry whose content or link does not match."""
+    """Recompute every hash and check every anchor; name the first entry that does not match.
+
+    Deleting rows breaks the link of the next entry; deleting the tail is caught up to the
+    last anchor (an RFC 3161 token over the hash of an entry that must still be there).
+    """
     prev = GENESIS
+    prev_id = 0
     checked = 0
     for event in iter_events(session):
         if event.prev_hash != prev:
-            return ChainCheck(False, checked, event.id, "link to previous entry broken")
+            gap = (f" (entries {prev_id + 1}..{(event.id or 0) - 1} are missing)"
+                   if event.id and event.id > prev_id + 1 else "")
+            return ChainCheck(False, checked, event.id,
+                              f"link to previous entry broken{gap}")
         if entry_hash(event) != event.hash:
             return ChainCheck(False, checked, event.id, "entry content altered")
         prev = event.hash
+        prev_id = event.id or prev_id
         checked += 1
-    return ChainCheck(True, checked)
+    return _check_anchors(session, ChainCheck(True, checked))
+
+
+# --- anchoring: RFC 3161 timestamps over the chain head ------------------------------------
+
+def chain_head(session: Session) -> tuple[int, str] | None:
+    """(id, hash) of the newest entry, or None for an empty trail."""
+    row = session.exec(select(AuditEvent.id, AuditEvent.hash)
+                       .order_by(col(AuditEvent.id).desc()).limit(1)).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def anchor_tsa_url() -> str:
+    """The configured TSA (development: the local PKI's TSA)."""
+    settings = get_settings()
+    return settings.tsa_url or f"{settings.pki_base_url.rstrip('/')}/tsa"
+
+
+def request_timestamp(head_hash: str, url: str, timeout: float = 10.0) -> bytes:
+    """An RFC 3161 token whose message imprint is the entry hash itself (SHA-256)."""
+    from pyhanko.sign.timestamps.requests_client import HTTPTimeStamper
+
+    stamper = HTTPTimeStamper(url, timeout=int(timeout))
+    token = asyncio.run(stamper.async_timestamp(bytes.fromhex(head_hash), "sha256"))
+    return bytes(token.dump())
+
+
+def _tst_info(tst_der: bytes) -> Any:
+    info = cms.ContentInfo.load(tst_der)
+    signed = info["content"]
+    return signed, signed["encap_content_info"]["content"].parsed
+
+
+def store_anchor(session: Session, event_id: int, head_hash: str, tst_der: bytes,
+                 url: str) -> AuditAnchor:
+    """Keep a token after checking that it covers ``head_hash``."""
+    _, tst_info = _tst_info(tst_der)
+    imprint = bytes(tst_info["message_imprint"]["hashed_message"].native)
+    if imprint != bytes.fromhex(head_hash):
+        raise ValueError("the TSA answered with a token over another hash")
+    anchor = AuditAnchor(last_event_id=event_id, head_hash=head_hash, tst=tst_der,
+                         tsa_url=url[:500], gen_time=tst_info["gen_time"].native)
+    session.add(anchor)
+    session.flush()
+    return anchor
+
+
+def latest_anchor(session: Session) -> AuditAnchor | None:
+    """The newest anchor."""
+    return session.exec(select(AuditAnchor).order_by(col(AuditAnchor.id).desc())
+                        .limit(1)).first()
+
+
+def _token_intact(signed_data: Any, imprint: bytes) -> bool:
+    from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
+
+    async def _run() -> dict[str, Any]:
+        return await validate_tst_signed_data(signed_data, None, lambda _alg: imprint)
+
+    try:
+        status = asyncio.run(_run())
+    except Exception:  # noqa: BLE001 - a mangled token is simply not intact
+        return False
+    return bool(status.get("intact")) and bool(status.get("valid"))
+
+
+def _check_anchors(session: Session, result: ChainCheck) -> ChainCheck:
+    anchors = session.exec(select(AuditAnchor).order_by(col(AuditAnchor.id))).all()
+    for anchor in anchors:
+        event = session.get(AuditEvent, anchor.last_event_id)
+        if event is None:
+            return ChainCheck(False, result.checked, anchor.last_event_id,
+                              f"entry {anchor.last_event_id}, anchored by timestamp "
+                              f"{anchor.id}, is missing (trail truncated or rows deleted)",
+                              result.anchors)
+        if event.hash != anchor.head_hash:
+            return ChainCheck(False, result.checked, event.id,
+                              f"entry differs from the hash anchored by timestamp {anchor.id}",
+                              result.anchors)
+        try:
+            signed, tst_info = _tst_info(anchor.tst)
+            imprint = bytes(tst_info["message_imprint"]["hashed_message"].native)
+        except Exception:  # noqa: BLE001
+            return ChainCheck(False, result.checked, event.id,
+                              f"timestamp {anchor.id} is unreadable", result.anchors)
+        if imprint != bytes.fromhex(event.hash):
+            return ChainCheck(False, result.checked, event.id,
+                              f"timestamp {anchor.id} does not cover this entry",
+                              result.anchors)
+        if not _token_intact(signed, imprint):
+            return ChainCheck(False, result.checked, event.id,
+                              f"timestamp {anchor.id} signature is broken", result.anchors)
+        result.anchors += 1
+    return result
+
+
+def describe(check: ChainCheck) -> str:
+    """The one-line verdict `eoffice audit verify` prints."""
+    if check.ok:
+        anchors = f", {check.anchors} timestamp anchors valid" if check.anchors else ""
+        return f"audit chain intact: {check.checked} entries{anchors}"
+    return f"audit chain BROKEN at entry {check.broken_id}: {check.reason}"
+
+
+# --- reading the trail (auditors and admins) -----------------------------------------------
+
+@dataclass
+class EventFilter:
+    """Which entries a reader asked for and may see; ``agencies`` None means all."""
+
+    agencies: set[int] | None
+    from_day: date | None = None
+    to_day: date | None = None
+    action: str | None = None
+    object_type: str | None = None
+
+    def apply(self, query: Any) -> Any:
+        """Add the WHERE clauses to a select over AuditEvent."""
+        if self.agencies is not None:
+            query = query.where(col(AuditEvent.agency_id).in_(sorted(self.agencies)))
+        if self.from_day is not None:
+            query = query.where(AuditEvent.at >= datetime.combine(self.from_day, time.min,
+                                                                  tzinfo=UTC))
+        if self.to_day is not None:
+            query = query.where(AuditEvent.at < datetime.combine(
+                self.to_day + timedelta(days=1), time.min, tzinfo=UTC))
+        if self.action:
+            query = query.where(AuditEvent.action == self.action)
+        if self.object_type:
+            query = query.where(AuditEvent.object_type == self.object_type)
+        return query
+
+
+def readable_agencies(session: Session, principal: Any) -> set[int] | None:
+    """Admin: everything (None); auditor: their subtree; anyone else: 403."""
+    from eoffice.agencies.service import AgencyTree
+    from eoffice.errors import Forbidden
+
+    if principal.role == "admin":
+        return None
+    if principal.role == "auditor":
+        root = principal.scope_agency_id
+        return AgencyTree.load(session).subtree_ids(root) if root else set()
+    raise Forbidden("only auditors and administrators read the audit trail",
+                    detail_vi="Chỉ kiểm toán viên và quản trị viên được xem nhật ký")
+
+
+def list_events(session: Session, flt: EventFilter, *, limit: int = 100, offset: int = 0
+                ) -> tuple[list[AuditEvent], int]:
+    """A page of entries matching the filter, oldest first, and the total."""
+    from sqlalchemy import func
+
+    base = flt.apply(select(AuditEvent))
+    total = session.exec(select(func.count()).select_from(base.subquery())).one()
+    rows = session.exec(base.order_by(col(AuditEvent.id)).offset(offset).limit(limit)).all()
+    return list(rows), int(total)
+
+
+def get_event(session: Session, flt: EventFilter, event_id: int) -> AuditEvent:
+    """One entry the reader may see, else 404."""
+    from eoffice.errors import NotFound
+
+    row = session.exec(flt.apply(select(AuditEvent).where(AuditEvent.id == event_id))).first()
+    if row is None:
+        raise NotFound(f"audit entry {event_id} not found",
+                       detail_vi="Không tìm thấy mục nhật ký")
+    return row
+
+
+def stream_events(flt: EventFilter, batch: int = 1000) -> Iterator[AuditEvent]:
+    """Every matching entry in id order, read in batches with a session of its own.
+
+    A streamed response outlives the request's session, so the export opens its own.
+    """
+    from eoffice.db import new_session
+
+    last_id = 0
+    with new_session() as session:
+        while True:
+            rows = session.exec(flt.apply(select(AuditEvent))
+                                .where(col(AuditEvent.id) > last_id)
+                                .order_by(col(AuditEvent.id)).limit(batch)).all()
+            session.expunge_all()  # keep the loaded rows usable after the rollback
+            session.rollback()  # end the read transaction between batches
+            if not rows:
+                return
+            yield from rows
+            last_id = rows[-1].id or last_id

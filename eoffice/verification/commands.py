@@ -82,7 +82,8 @@ def verify(
 ) -> None:
     """Verify PDF signatures; exit 0 only if every file is TOTAL_PASSED."""
     try:
-        anchors = configured_trust_store() + load_certificates(trust or [])
+        anchors = (configured_trust_store() + _settings_trust_store()
+                   + load_certificates(trust or []))
     except CertificateLoadError as exc:
         raise typer.BadParameter(str(exc), param_hint="--trust") from exc
     options = VerifyOptions(
@@ -96,6 +97,20 @@ def verify(
         else:
             typer.echo(_text(report))
     raise typer.Exit(0 if all_passed else 1)
+
+
+def _settings_trust_store() -> list[Any]:
+    """Certificates in the service's trust folder (settings.trust_dir, default certs/trust)."""
+    import os
+
+    from eoffice.settings import get_settings
+    from eoffice.trust.service import CERT_SUFFIXES
+
+    folder = get_settings().trust_dir
+    if not folder.is_dir() or os.environ.get("EOFFICE_TRUST_DIR") is not None:
+        return []  # EOFFICE_TRUST_DIR already named this folder (read above)
+    return load_certificates(sorted(p for p in folder.iterdir()
+                                    if p.suffix.lower() in CERT_SUFFIXES))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,1 @@
+"""Trust store with history: which certificates the service trusts, and since when."""
