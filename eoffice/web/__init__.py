@@ -1,0 +1,1 @@
+"""Web UI: Jinja2 pages with HTMX over the domain services."""
