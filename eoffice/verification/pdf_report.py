@@ -50,12 +50,15 @@ def _row(pdf: _ReportPdf, label: str, value: str, colour: tuple[int, int, int] |
     pdf.set_font("termes", "", 10)
     pdf.set_text_color(70, 70, 70)
     y = pdf.get_y()
-    pdf.multi_cell(55, 5, label, new_x="RIGHT", new_y="TOP")
+    if y > pdf.h - pdf.b_margin - 12:
+        pdf.add_page()  # keep a row (label and value) on one page
+        y = pdf.get_y()
+    pdf.multi_cell(55, 5, label, align="L", new_x="LMARGIN", new_y="NEXT")
     label_bottom = pdf.get_y()
     pdf.set_xy(pdf.l_margin + 57, y)
     pdf.set_text_color(*(colour or (20, 20, 20)))
-    pdf.multi_cell(0, 5, value or "—", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_y(max(pdf.get_y(), label_bottom + 5 if label_bottom == y else label_bottom))
+    pdf.multi_cell(0, 5, value or "—", align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_y(max(pdf.get_y(), label_bottom))
     pdf.set_draw_color(220, 220, 220)
     pdf.line(pdf.l_margin, pdf.get_y() + 0.5, pdf.w - pdf.r_margin, pdf.get_y() + 0.5)
     pdf.ln(1.5)
@@ -88,7 +91,7 @@ def render_pdf(model: dict[str, Any], output: Path) -> Path:
     if model["reason"]:
         pdf.set_text_color(20, 20, 20)
         pdf.set_font("termes", "", 11)
-        pdf.multi_cell(0, 5.5, f"{model['reason']['vi']} / {model['reason']['en']} "
+        pdf.multi_cell(0, 5.5, align="L", text=f"{model['reason']['vi']} / {model['reason']['en']} "
                                f"({model['reason']['code']})", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
     _row(pdf, "Tệp / File", model["file"])

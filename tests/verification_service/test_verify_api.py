@@ -140,7 +140,7 @@ def test_pdf_report_is_sealed_and_verifies(env: Env, as_user: Clients, dev_pki: 
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
     assert "BÁO CÁO KIỂM TRA CHỮ KÝ SỐ" in text and "Hợp lệ / Valid" in text
-    png = subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf),
+    png = subprocess.run(["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", str(pdf),
                           str(tmp_path / "page")], capture_output=True)
     assert png.returncode == 0 and (tmp_path / "page-1.png").stat().st_size > 5000
     keep = Path(os.environ.get("EOFFICE_KEEP_REPORT_PNG", ""))
