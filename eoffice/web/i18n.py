@@ -29,8 +29,10 @@ LANGUAGES = ("vi", "en")
 DEFAULT_LANGUAGE = "vi"
 HERE = Path(__file__).resolve().parent
 LOCALE_DIR = HERE / "locale"
-# Python keywords: N_ marks a message for extraction without translating it yet.
-KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2)}
+# Python keywords: N_ marks a message for extraction without translating it yet;
+# routes.translate(request, msg) and routes.flash(request, msg, ...) take it second.
+KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "translate": (2,),
+            "flash": (2,)}
 METHOD_MAP = [("templates/**.html", "jinja2"), ("**.py", "python")]
 
 
