@@ -248,6 +248,12 @@ def _configured_files() -> list[tuple[str, Path]]:
     return files
 
 
+def _removed_by_hand(session: Session, fingerprint: str) -> bool:
+    last = session.exec(select(TrustEvent).where(TrustEvent.fingerprint == fingerprint)
+                        .order_by(col(TrustEvent.id).desc())).first()
+    return last is not None and last.action == "removed" and not last.source.startswith("sync:")
+
+
 @dataclass
 class SyncResult:
     """What a sync changed."""
@@ -271,6 +277,11 @@ def sync(session: Session, actor: str = "system") -> SyncResult:
             result.errors.append(f"{path}: {getattr(exc, 'detail', exc)}")
             continue
         for cert in certs:
+            if _removed_by_hand(session, fingerprint_of(cert)):
+                # An operator distrusted it: a file lying around must not undo that.
+                wanted[fingerprint_of(cert)] = source
+                result.errors.append(f"{path}: removed by an administrator; not re-added")
+                continue
             anchor, changed = add_certificate(session, cert, actor=actor, source=source)
             wanted[anchor.fingerprint] = source
             if changed:
