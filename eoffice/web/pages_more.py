@@ -7,21 +7,20 @@ call those services when the domain is installed and say plainly when it is not.
 
 from __future__ import annotations
 
-import pathlib
-import shutil
-import tempfile
+import base64
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session, col, func, select
+from starlette.concurrency import run_in_threadpool
 
 from eoffice.audit.service import verify_chain
 from eoffice.deps import SessionDep
 from eoffice.documents import service as documents_service
 from eoffice.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
-from eoffice.models import AuditEvent, Document, DocumentRevision, Job
+from eoffice.models import AuditEvent, Document, Job
 from eoffice.plugins import optional_import
 from eoffice.timeutil import VIETNAM
 from eoffice.users.service import Principal
@@ -42,12 +41,20 @@ def _signing() -> Any:
     return optional_import("eoffice.signing.service")
 
 
+def _signing_api() -> Any:
+    api = optional_import("eoffice.signing.api")
+    if api is None:
+        raise ServiceUnavailable("signing is not available on this installation",
+                                 detail_vi="Chức năng ký số chưa được cài đặt trên hệ thống")
+    return api
+
+
 def _leader_signed(session: Session, document: Document) -> bool:
     """A revision made by the leader's signature exists."""
-    return session.exec(select(DocumentRevision.id)
-                        .where(DocumentRevision.document_id == document.id)
-                        .where(col(DocumentRevision.reason).contains("sign"))
-                        .limit(1)).first() is not None
+    module = _signing()
+    if module is not None:
+        return bool(module.has_leader_revision(session, document))
+    return False
 
 
 def signing_actions(session: Session, principal: Principal, document: Document
@@ -58,10 +65,11 @@ def signing_actions(session: Session, principal: Principal, document: Document
             or document.status != "draft":
         return []
     actions: list[dict[str, Any]] = []
-    if principal.role == "leader":
+    signed = _leader_signed(session, document)
+    if principal.role == "leader" and not signed:
         actions.append({"href": f"/documents/{document.id}/sign", "primary": True,
                         "label": N_("Sign")})
-    if principal.role == "clerk" and _leader_signed(session, document):
+    if principal.role == "clerk" and signed:
         actions.append({"href": f"/documents/{document.id}/sign", "primary": True,
                         "label": N_("Issue with the seal")})
     return actions
@@ -71,18 +79,16 @@ def signing_actions(session: Session, principal: Principal, document: Document
 
 @router.get("/sign", response_class=HTMLResponse)
 def sign_queue(request: Request, session: SessionDep, principal: WebPrincipal) -> Response:
-    """Drafts of the agency awaiting the leader's signature (or the clerk's seal)."""
+    """Drafts awaiting the leader's signature (leader) or signed ones awaiting the seal
+    (clerk)."""
     principal.require_role("leader", "clerk")
     drafts = list(session.exec(select(Document).where(Document.sender_id == principal.agency_id)
                                .where(Document.status == "draft")
                                .where(Document.channel == "electronic")
                                .where(col(Document.file_sha256).is_not(None))
                                .order_by(col(Document.created_at).desc())).all())
-    items = [{"document": d, "signed": _leader_signed(session, d)} for d in drafts]
-    if principal.role == "leader":
-        items = [i for i in items if not i["signed"]]
-    else:
-        items = [i for i in items if i["signed"]]
+    wanted = principal.role == "clerk"
+    items = [{"document": d} for d in drafts if _leader_signed(session, d) == wanted]
     return render(request, "sign_queue.html", {"items": items,
                                                "available": _signing() is not None},
                   session=session)
@@ -91,7 +97,7 @@ def sign_queue(request: Request, session: SessionDep, principal: WebPrincipal) -
 @router.get("/documents/{document_id}/sign", response_class=HTMLResponse)
 def sign_page(request: Request, document_id: int, session: SessionDep,
               principal: WebPrincipal) -> Response:
-    """The PDF and the signing forms (server-held key, or the signer's own token)."""
+    """The PDF in the page and the signing forms (server-held key, or the signer's token)."""
     principal.require_role("leader", "clerk")
     document = documents_service.get_own(session, principal, document_id)
     return render(request, "sign.html", {
@@ -105,80 +111,74 @@ def _recent_jobs(session: Session, document: Document) -> list[Job]:
                              .order_by(col(Job.created_at).desc()).limit(10)).all())
 
 
-def _call_signing(name: str, *args: Any, **kwargs: Any) -> Any:
-    module = _signing()
-    function = getattr(module, name, None) if module is not None else None
-    if function is None:
-        raise ServiceUnavailable(f"signing is not available on this installation ({name})",
-                                 detail_vi="Chức năng ký số chưa được cài đặt trên hệ thống")
-    return function(*args, **kwargs)
-
-
 @router.post("/documents/{document_id}/sign")
-def sign(request: Request, document_id: int, session: SessionDep, principal: WebPrincipal,
-         passphrase: Annotated[str, Form()] = "", _csrf: None = Csrf) -> Response:
-    """Sign with the server-held key (leader) or issue with the seal (clerk); a job runs it."""
+async def sign(request: Request, document_id: int, session: SessionDep,
+               principal: WebPrincipal, passphrase: Annotated[str, Form()] = "",
+               _csrf: None = Csrf) -> Response:
+    """Leader: sign with the server-held key (the passphrase lives only in this request).
+    Clerk: issue with the seal. Both through the signing domain's own handlers."""
     principal.require_role("leader", "clerk")
-    document = documents_service.get_own(session, principal, document_id)
-    if principal.role == "leader" and not passphrase:
+    api = _signing_api()
+    if principal.role == "clerk":
+        accepted = await run_in_threadpool(api.issue_signed, document_id, session, principal,
+                                           None)
+        flash(request, "Issued as %(number)s; the seal is being applied.",
+              number=accepted.number_notation)
+        return redirect(request, f"/jobs/{accepted.job_id}")
+    if not passphrase:
         raise ValidationFailed("enter the passphrase of your signing key", field="passphrase",
                                detail_vi="Hãy nhập mật khẩu khóa ký của bạn")
-    if principal.role == "leader":
-        job = _call_signing("request_signature", session, principal, document,
-                            passphrase=passphrase)
-    else:
-        job = _call_signing("request_issuance", session, principal, document)
-    return redirect(request, f"/jobs/{job.id}")
+    from eoffice.signing.schemas import LeaderSignRequest
+
+    body = LeaderSignRequest(passphrase=passphrase)  # type: ignore[arg-type]
+    del passphrase
+    accepted = await api.sign_document(document_id, body, session, principal)
+    return redirect(request, f"/jobs/{accepted.job_id}")
 
 
 @router.post("/documents/{document_id}/sign/prepare")
 def sign_prepare(request: Request, document_id: int, session: SessionDep,
                  principal: WebPrincipal, certificate: Annotated[UploadFile | None, File()] = None,
                  _csrf: None = Csrf) -> Response:
-    """Two-step signing, step 1: the digest the signer's token signs."""
+    """Two-step signing, step 1: the worker prepares the digest the signer's token signs."""
     principal.require_role("leader")
-    document = documents_service.get_own(session, principal, document_id)
     if certificate is None or not certificate.filename:
         raise ValidationFailed("choose your certificate file (PEM or DER)", field="certificate",
                                detail_vi="Hãy chọn tệp chứng thư số của bạn (PEM hoặc DER)")
-    prepared = _call_signing("prepare_external_signature", session, principal, document,
-                             certificate.file.read(64 * 1024))
-    return render(request, "sign_prepared.html", {"document": document, "prepared": prepared},
-                  session=session)
+    raw = certificate.file.read(65536)
+    text = raw.decode("ascii", "replace") if b"-----BEGIN" in raw \
+        else base64.b64encode(raw).decode()
+    from eoffice.signing.schemas import PrepareRequest
+
+    accepted = _signing_api().prepare_two_step(document_id, PrepareRequest(certificate=text),
+                                               session, principal)
+    return redirect(request, f"/jobs/{accepted.job_id}")
 
 
-@router.post("/documents/{document_id}/sign/complete")
-def sign_complete(request: Request, document_id: int, session: SessionDep,
-                  principal: WebPrincipal, prepared_id: Annotated[str, Form()] = "",
-                  signature: Annotated[str, Form()] = "", _csrf: None = Csrf) -> Response:
+@router.post("/jobs/{job_id}/complete")
+def sign_complete(request: Request, job_id: str, session: SessionDep,
+                  principal: WebPrincipal, signature: Annotated[str, Form()] = "",
+                  _csrf: None = Csrf) -> Response:
     """Two-step signing, step 2: embed the signature the token produced."""
-    principal.require_role("leader")
-    document = documents_service.get_own(session, principal, document_id)
     if not signature.strip():
         raise ValidationFailed("paste the signature produced by your token", field="signature",
                                detail_vi="Hãy dán chữ ký do thiết bị ký của bạn tạo ra")
-    job = _call_signing("complete_external_signature", session, principal, document,
-                        prepared_id, signature.strip())
-    return redirect(request, f"/jobs/{job.id}")
+    from eoffice.signing.schemas import CompleteRequest
 
-
-def _visible_job(session: Session, principal: Principal, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found", detail_vi="Không tìm thấy tác vụ")
-    if job.created_by_id != principal.user_id:
-        if job.document_id is None:
-            raise NotFound(f"job {job_id} not found", detail_vi="Không tìm thấy tác vụ")
-        documents_service.get_visible(session, principal, job.document_id)
-    return job
+    accepted = _signing_api().complete_two_step(
+        job_id, CompleteRequest(signature=signature.strip()), session, principal)
+    return redirect(request, f"/jobs/{accepted.job_id}")
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str, session: SessionDep, principal: WebPrincipal,
              rows: bool = False) -> Response:
     """A job's progress, read from the jobs table (so it survives a reload)."""
-    job = _visible_job(session, principal, job_id)
-    context = {"job": job, "finished": job.status in ("succeeded", "failed", "cancelled")}
+    module = _signing()
+    if module is None:
+        raise NotFound(f"job {job_id} not found", detail_vi="Không tìm thấy tác vụ")
+    job = module.job_view(module.get_job(session, principal, job_id))
+    context = {"job": job, "finished": job["status"] in ("succeeded", "failed", "cancelled")}
     if rows:
         return render(request, "_job.html", context, session=session, fragment=True)
     return render(request, "job.html", context, session=session)
@@ -186,48 +186,35 @@ def job_page(request: Request, job_id: str, session: SessionDep, principal: WebP
 
 # --- verification --------------------------------------------------------------------------
 
-VERDICT_WORDS = {
-    "TOTAL_PASSED": N_("Valid"), "TOTAL_FAILED": N_("Invalid"),
-    "INDETERMINATE": N_("Cannot be determined"), "NO_SIGNATURE_FOUND": N_("No signature found"),
-}
-
-
 @router.get("/verify", response_class=HTMLResponse)
 def verify_page(request: Request, session: SessionDep, principal: WebPrincipal) -> Response:
     """Upload any PDF and get the verification report."""
-    return render(request, "verify.html", {"report": None, "verdicts": VERDICT_WORDS},
-                  session=session)
-
-
-def _verify_upload(session: Session, principal: Principal, upload: UploadFile) -> dict[str, Any]:
-    """The verification service when installed; the engine directly otherwise."""
-    module = optional_import("eoffice.verification.service")
-    function = getattr(module, "verify_upload", None) if module is not None else None
-    if function is not None:
-        return dict(function(session, principal, upload.file, upload.filename or "upload.pdf"))
-    from eoffice.verification.certs import configured_trust_store
-    from eoffice.verification.engine import VerifyOptions, verify_file
-
-    with tempfile.TemporaryDirectory(prefix="eoffice-verify-") as folder:
-        path = pathlib.Path(folder) / "upload.pdf"
-        with path.open("wb") as out:
-            shutil.copyfileobj(upload.file, out, 1024 * 1024)
-        report = verify_file(path, VerifyOptions(trust_roots=configured_trust_store(),
-                                                 revocation="soft"))
-    report["file"] = upload.filename or "upload.pdf"
-    return report
+    return render(request, "verify.html", {"report": None}, session=session)
 
 
 @router.post("/verify", response_class=HTMLResponse)
 def verify(request: Request, session: SessionDep, principal: WebPrincipal,
            file: Annotated[UploadFile | None, File()] = None, _csrf: None = Csrf) -> Response:
-    """Verify the uploaded PDF and show the report in the page."""
+    """Verify the uploaded PDF (the report is stored) and show it in the page."""
     if file is None or not file.filename:
         raise ValidationFailed("choose a PDF file", field="file",
                                detail_vi="Hãy chọn một tệp PDF")
-    report = _verify_upload(session, principal, file)
-    return render(request, "verify.html", {"report": report, "verdicts": VERDICT_WORDS},
-                  session=session)
+    from eoffice.verification import service as verification
+    from eoffice.verification.presentation import present
+
+    verification.require_reader(principal)
+    row = verification.verify_upload(session, principal, file.file, file.filename)
+    return render(request, "verify.html", {"report": present(row)}, session=session)
+
+
+@router.get("/verify/reports/{report_id}.pdf")
+def report_pdf(report_id: int, session: SessionDep, principal: WebPrincipal,
+               background: BackgroundTasks) -> Response:
+    """The stored report as a PDF sealed by the service."""
+    from eoffice.verification import api as verification_api
+
+    return verification_api.get_report(f"{report_id}.pdf", session, principal, background,
+                                        None)
 
 
 # --- audit trail ---------------------------------------------------------------------------
