@@ -86,5 +86,9 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
-    result = session.exec(stmt)  # type: ignore[call-overload]
-    return bool(result.rowcount)
+    # rowcount is -1 under psycopg 3 when SQLAlchemy adds an implicit RETURNING, so ask for
+    # a returned row instead: one comes back only if the INSERT really happened.
+    from sqlalchemy import literal_column
+
+    result = session.exec(stmt.returning(literal_column("1")))  # type: ignore[call-overload]
+    return result.first() is not None
