@@ -112,7 +112,7 @@ def render_trend(months: list[str], series: dict[str, list[float | None]], lang:
                        anchor="middle"))
     count = max(len(months), 1)
     step_x = plot_w / count
-    every = max(1, count // 12)
+    every = max(1, -(-count // 7))  # at most 7 labels: they never overlap
     for index, month in enumerate(months):
         x = left + step_x * (index + 0.5)
         if index % every == 0:

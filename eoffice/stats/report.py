@@ -91,9 +91,8 @@ def build_pdf(session: Session, principal: Any, month: str, agency: str | None =
     pdf.multi_cell(0, 8, f"BÁO CÁO TÌNH HÌNH TRAO ĐỔI VĂN BẢN ĐIỆN TỬ\n"
                          f"Tháng {start.month:02d}/{start.year}", align="C")
     pdf.set_font(FAMILY, "I", 11)
-    pdf.cell(0, 6, f"Monthly electronic document exchange report, {month} "
-                   f"({start:%d/%m/%Y} – {end:%d/%m/%Y})", align="C", new_x="LMARGIN",
-             new_y="NEXT")
+    pdf.multi_cell(0, 6, f"Monthly electronic document exchange report, {month} "
+                         f"({start:%d/%m/%Y} – {end:%d/%m/%Y})", align="C")
     pdf.ln(4)
 
     pdf.set_font(FAMILY, "B", 13)
