@@ -50,11 +50,11 @@ class Browser:
 
 
 @pytest.fixture
-def browser_factory(sqlite_env: Env) -> Iterator[object]:
+def browser_factory(env: Env) -> Iterator[object]:
     opened: list[Browser] = []
 
     def make(base_url: str = "http://testserver") -> Browser:
-        browser = Browser(sqlite_env, base_url)
+        browser = Browser(env, base_url)
         opened.append(browser)
         return browser
 

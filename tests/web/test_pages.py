@@ -37,7 +37,7 @@ def _compose(browser: Browser, recipients: list[str], subject: str = "V/v thử 
 
 
 def test_sign_in_shows_agency_and_role_in_vietnamese_then_english(
-        browser_factory: Factory, sqlite_env: Env) -> None:
+        browser_factory: Factory, env: Env) -> None:
     browser = browser_factory()
     first = browser.get("/")
     assert first.url.path == "/login"
@@ -63,7 +63,7 @@ def test_cookie_is_secure_over_https(browser_factory: Factory) -> None:
     assert "secure" in response.headers["set-cookie"].lower()
 
 
-def test_wrong_password_then_lock_out(browser_factory: Factory, sqlite_env: Env) -> None:
+def test_wrong_password_then_lock_out(browser_factory: Factory, env: Env) -> None:
     browser = browser_factory()
     for _ in range(5):
         response = browser.login(COMMUNE, "wrong-password")
@@ -76,11 +76,11 @@ def test_wrong_password_then_lock_out(browser_factory: Factory, sqlite_env: Env)
 
 
 def test_csrf_is_refused_and_nothing_is_stored(browser_factory: Factory,
-                                               sqlite_env: Env) -> None:
+                                               env: Env) -> None:
     browser = browser_factory()
     browser.login(COMMUNE)
     before = _count_documents()
-    district = sqlite_env.user(DISTRICT)["agency_code"]
+    district = env.user(DISTRICT)["agency_code"]
     for token in (None, "forged-token"):
         data = {"subject": "Giả mạo", "recipients": [district], "action": "send"}
         if token:
@@ -95,7 +95,7 @@ def test_csrf_is_refused_and_nothing_is_stored(browser_factory: Factory,
     assert browser.post("/logout").status_code == 403
     other = browser_factory()
     assert other.post("/login", data={"username": COMMUNE,
-                                      "password": sqlite_env.password(COMMUNE)}
+                                      "password": env.password(COMMUNE)}
                       ).status_code == 403
     # an HTMX request may send the token as a header instead
     token = csrf_of(browser.get("/compose").text)
@@ -107,13 +107,13 @@ def test_csrf_is_refused_and_nothing_is_stored(browser_factory: Factory,
     assert _count_documents() == before + 1
 
 
-def test_exchange_through_the_pages(browser_factory: Factory, sqlite_env: Env) -> None:
+def test_exchange_through_the_pages(browser_factory: Factory, env: Env) -> None:
     sender, district, province, outsider = (browser_factory() for _ in range(4))
     sender.login(COMMUNE)
     district.login(DISTRICT)
     province.login(PROVINCE)
     outsider.login(OUTSIDER)
-    codes = [sqlite_env.user(u)["agency_code"] for u in (DISTRICT, PROVINCE)]
+    codes = [env.user(u)["agency_code"] for u in (DISTRICT, PROVINCE)]
 
     sent = _compose(sender, codes)
     assert sent.url.path == "/outbox"
@@ -184,14 +184,14 @@ def test_exchange_through_the_pages(browser_factory: Factory, sqlite_env: Env) -
     reply = district.get(f"/compose?reply_to={document_id}")
     assert "Trả lời văn bản 01/UBND-VP" in reply.text
     assert re.search(r'value="{}"[^>]*selected'.format(re.escape(
-        sqlite_env.user(COMMUNE)["agency_code"])), reply.text)
+        env.user(COMMUNE)["agency_code"])), reply.text)
 
 
-def test_recall_and_answer(browser_factory: Factory, sqlite_env: Env) -> None:
+def test_recall_and_answer(browser_factory: Factory, env: Env) -> None:
     sender, district = browser_factory(), browser_factory()
     sender.login(COMMUNE)
     district.login(DISTRICT)
-    sent = _compose(sender, [sqlite_env.user(DISTRICT)["agency_code"]])
+    sent = _compose(sender, [env.user(DISTRICT)["agency_code"]])
     document_id = int(re.search(r'data-document="(\d+)"', sent.text).group(1))
     page = sender.get(f"/documents/{document_id}")
     recalled = sender.post(f"/documents/{document_id}/recall",
@@ -208,7 +208,7 @@ def test_recall_and_answer(browser_factory: Factory, sqlite_env: Env) -> None:
 
 
 def test_compose_errors_are_messages_in_the_page(browser_factory: Factory,
-                                                 sqlite_env: Env) -> None:
+                                                 env: Env) -> None:
     browser = browser_factory()
     browser.login(COMMUNE)
     before = _count_documents()
@@ -232,7 +232,7 @@ def test_compose_errors_are_messages_in_the_page(browser_factory: Factory,
     assert _count_documents() == before
 
 
-def test_expired_session_goes_to_sign_in_and_back(browser_factory: Factory, sqlite_env: Env,
+def test_expired_session_goes_to_sign_in_and_back(browser_factory: Factory, env: Env,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from itsdangerous.timed import TimestampSigner
 
@@ -258,7 +258,7 @@ def test_expired_session_goes_to_sign_in_and_back(browser_factory: Factory, sqli
 
 
 def test_paper_register_verify_audit_and_dashboard(browser_factory: Factory,
-                                                   sqlite_env: Env) -> None:
+                                                   env: Env) -> None:
     clerk, auditor = browser_factory(), browser_factory()
     clerk.login(DISTRICT)
     page = clerk.get("/register-paper")
