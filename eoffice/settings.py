@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     pkcs11_token: str = ""
     pkcs11_pin_file: Path | None = None
     pkcs11_key_label: str = "seal-{agency_code}"
+    pkcs11_chain_file: Path | None = None  # PEM intermediates of the HSM seal certificates
     # Stats (issue 6): how often beat reconciles the aggregates with a full recomputation.
     stats_reconcile_seconds: float = 3600.0
     # --- verification, trust store, audit anchoring (issue 4) ---

@@ -513,6 +513,10 @@ def _cached_seal_signer(key: str, mtime: float, passfile: str, pass_mtime: float
     return load_p12_signer(key, secret)
 
 
+def _pem_chain(data: bytes) -> list[asn1_x509.Certificate]:
+    return [asn1_x509.Certificate.load(der) for _, _, der in pem.unarmor(data, multiple=True)]
+
+
 @contextlib.contextmanager
 def open_seal_signer(agency_code: str) -> Iterator[Signer]:
     """The agency's seal signer: PKCS#11 when configured, else its PKCS#12 file."""
@@ -521,8 +525,10 @@ def open_seal_signer(agency_code: str) -> Iterator[Signer]:
         assert settings.pkcs11_pin_file is not None
         pin = settings.pkcs11_pin_file.read_text(encoding="utf-8").strip()
         label = settings.pkcs11_key_label.format(agency_code=agency_code)
+        chain = (_pem_chain(settings.pkcs11_chain_file.read_bytes())
+                 if settings.pkcs11_chain_file else [])
         with open_pkcs11_signer(settings.pkcs11_module, token_label=settings.pkcs11_token,
-                                pin=pin, key_label=label) as signer:
+                                pin=pin, key_label=label, chain=chain) as signer:
             yield signer
         return
     key, passfile = _seal_files(agency_code, settings)

@@ -192,3 +192,38 @@ def test_sealed_document_is_decree30_conformant(env: Env, as_user: Clients,
     report = verify(sealed, service_pki.root, decree30=True)
     assert report["decree30"]["conformant"], report["decree30"]
     assert report["indication"] == "TOTAL_PASSED"
+
+
+def test_seal_from_an_hsm_over_pkcs11(env: Env, as_user: Clients, service_pki: ServicePki,
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seal key on a SoftHSM2 token: PIN and key label are configuration, not requests."""
+    import subprocess
+
+    from .conftest import override_settings, require_tool
+
+    for tool in ("softhsm2-util", "pkcs11-tool", "openssl"):
+        require_tool(tool)
+    code = env.user("clerk.tinh")["agency_code"]
+    script = Path(__file__).resolve().parents[2] / "scripts" / "softhsm-init.sh"
+    made = subprocess.run(["bash", str(script), str(tmp_path / "hsm"),
+                           str(service_pki.dir / "seals" / f"{code}.p12"),
+                           str(service_pki.dir / "seals" / f"{code}.pass"), "eoffice-seals",
+                           "135790"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    hsm = dict(line.split("=", 1) for line in made.stdout.split())
+    (tmp_path / "pin").write_text("135790\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", hsm["SOFTHSM2_CONF"])
+    override_settings(monkeypatch, pkcs11_module=hsm["PKCS11_MODULE"],
+                      pkcs11_token="eoffice-seals", pkcs11_pin_file=tmp_path / "pin",
+                      pkcs11_key_label="seal", pkcs11_chain_file=service_pki.dir / "chain.pem",
+                      seal_keys_dir=tmp_path / "no-files-here")
+    document = new_document(as_user)
+    assert _sign(as_user, service_pki, document["id"], level="B-B").status_code == 202
+    issued = as_user.client.post(f"{API}/documents/{document['id']}/issue-signed",
+                                 headers=as_user.headers("clerk.tinh"), json={"level": "B-B"})
+    assert issued.status_code == 202 and issued.json()["status"] == "succeeded", issued.text
+    sealed = download(as_user.client, as_user.headers("clerk.tinh"), document["id"],
+                      tmp_path / "sealed.pdf")
+    report = verify(sealed, service_pki.root, decree30=True)
+    assert report["decree30"]["order"] == ["personal", "seal"]
+    assert report["signatures"][1]["indication"] == "TOTAL_PASSED", report["signatures"][1]
