@@ -33,6 +33,17 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
     return {"queue": "fast"}
 
 
+def transport_options(broker_url: str, polling_interval: float) -> dict[str, Any]:
+    """Broker options; kombu's SQLAlchemy transport hands its options to create_engine."""
+    if broker_url.startswith("sqla+"):
+        from kombu.transport import sqlalchemy as sqla_transport
+
+        # The embedded broker polls the database: the class attribute is its only knob.
+        sqla_transport.Transport.polling_interval = polling_interval
+        return {}
+    return {"visibility_timeout": 3600}
+
+
 def make_celery() -> Celery:
     settings = get_settings()
     app = Celery("eoffice", broker=settings.broker_url)
@@ -48,8 +59,8 @@ def make_celery() -> Celery:
         task_default_queue="fast",
         task_routes=(_route,),
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": settings.broker_polling_interval,
-                                  "visibility_timeout": 3600},
+        broker_transport_options=transport_options(settings.broker_url,
+                                                   settings.broker_polling_interval),
         worker_hijack_root_logger=False,
         timezone="UTC",
         beat_schedule={

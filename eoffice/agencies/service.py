@@ -20,6 +20,7 @@ from eoffice.settings import get_settings
 LEVELS = ("central", "province", "department", "district", "commune")
 QCVN_102_CODE = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}$")
 # QĐ 20/2020/QĐ-TTg: up to 35 characters of digits, capital letters and dots.
+QCVN_102_PREFIX = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]?\d{0,2}$")
 QD20_CODE = re.compile(r"^[0-9A-Z]+(\.[0-9A-Z]+)*$")
 
 GROUPS = {
@@ -36,7 +37,7 @@ def normalize_code(raw: str) -> str:
     code = (raw or "").strip().upper()
     if QCVN_102_CODE.match(code):
         return code
-    if len(code) == 13 and code.count(".") == 3:
+    if len(code) == 13 and code.count(".") == 3 or QCVN_102_PREFIX.match(code):
         raise ValidationFailed(f"'{raw}' is not a QCVN 102 code (NNN.NN.NN.ANN)", field="code",
                                detail_vi=f"Mã định danh '{raw}' sai định dạng QCVN 102")
     if 3 <= len(code) <= 35 and QD20_CODE.match(code):

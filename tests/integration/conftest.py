@@ -92,17 +92,26 @@ def start_worker(env: Env, broker_url: str, tmp_path: Path,
     get_settings.cache_clear()
     import workers.celery_app as celery_module
 
-    # The app's producer must talk to this test's broker.
+    # The app's producer must talk to this test's broker (pools cache the old one).
+    _reset_producer_pools(celery_module.celery_app)
     celery_module.celery_app.conf.broker_url = broker_url
-    celery_module.celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
+    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
+        broker_url, 0.1)
     worker = Worker(settings, tmp_path / "worker.log")
     worker.start()
     try:
         yield worker
     finally:
         worker.stop()
+        _reset_producer_pools(celery_module.celery_app)
         celery_module.celery_app.conf.broker_url = get_settings().broker_url
-        celery_module.celery_app.pool.force_close_all()
+
+
+def _reset_producer_pools(app: Any) -> None:
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture

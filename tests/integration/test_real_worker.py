@@ -60,10 +60,13 @@ def _exchange(env: Env, worker: Worker) -> None:
             return pending == 0
 
     wait_for(all_notified, message="status notifications")
-    with new_session() as session:
-        unpublished = session.exec(select(func.count()).select_from(OutboxMessage)
-                                   .where(OutboxMessage.published_at.is_(None))).one()  # type: ignore[union-attr]
-    assert unpublished == 0
+
+    def outbox_drained() -> bool:
+        with new_session() as session:
+            return session.exec(select(func.count()).select_from(OutboxMessage)
+                                .where(OutboxMessage.published_at.is_(None))).one() == 0  # type: ignore[union-attr]
+
+    wait_for(outbox_drained, message="every outbox row published")
 
 
 def test_embedded_broker_and_worker(embedded_worker: Worker, sqlite_env: Env) -> None:
