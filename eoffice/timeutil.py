@@ -33,3 +33,8 @@ def next_working_day(day: date) -> date:
     while not is_working_day(candidate):
         candidate += timedelta(days=1)
     return candidate
+
+
+def local_midnight_utc(day: date) -> datetime:
+    """The UTC instant at which a Vietnam calendar day starts."""
+    return datetime.combine(day, datetime.min.time(), VIETNAM).astimezone(ZoneInfo("UTC"))

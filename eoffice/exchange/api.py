@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
@@ -11,8 +12,14 @@ from sqlmodel import col, select
 from eoffice import idempotency
 from eoffice.deps import CurrentPrincipal, SessionDep
 from eoffice.documents.api import create_from_form, document_out
-from eoffice.documents.schemas import (ForwardRequest, Page, RecallRequest, SendRequest,
-                                       StatusChange, UpdateRequest)
+from eoffice.documents.schemas import (
+    ForwardRequest,
+    Page,
+    RecallRequest,
+    SendRequest,
+    StatusChange,
+    UpdateRequest,
+)
 from eoffice.documents.service import get_own, get_visible
 from eoffice.errors import NotFound, ValidationFailed
 from eoffice.exchange import service
@@ -64,9 +71,18 @@ def _jsonable(value: Any) -> Any:
 @router.get("/inbox", response_model=Page)
 def inbox(session: SessionDep, principal: CurrentPrincipal, status: StatusFilter = None,
           overdue: bool | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
-          limit: PageLimit = 50, offset: PageOffset = 0) -> Page:
+          limit: PageLimit = 50, offset: PageOffset = 0, urgent: bool = False,
+          unread: bool = False, arrived_from: date | None = None,
+          arrived_to: date | None = None,
+          sender: Annotated[str | None, Query(max_length=35)] = None) -> Page:
+    """What arrived: filter by status, overdue, urgency, unread, arrival dates, sender, text."""
+    if arrived_from and arrived_to and arrived_from > arrived_to:
+        raise ValidationFailed("arrived_from is after arrived_to", field="arrived_from",
+                               detail_vi="Khoảng ngày không hợp lệ")
     items, total = service.inbox(session, principal, status=status, overdue=overdue, q=q,
-                                 limit=limit, offset=offset)
+                                 limit=limit, offset=offset, urgent=urgent, unread=unread,
+                                 arrived_from=arrived_from, arrived_to=arrived_to,
+                                 sender=sender)
     return Page(items=_jsonable(items), total=total)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_
@@ -10,12 +10,18 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import resolve_recipients
 from eoffice.audit.service import record
-from eoffice.documents.service import (apply_metadata_changes, get_own, get_visible,
-                                       issue_document, next_number, number_notation)
+from eoffice.documents.service import (
+    apply_metadata_changes,
+    get_own,
+    get_visible,
+    issue_document,
+    next_number,
+    number_notation,
+)
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document, User, utcnow
 from eoffice.outbox import enqueue
-from eoffice.timeutil import local_date, local_now, local_today
+from eoffice.timeutil import local_date, local_midnight_utc, local_now, local_today
 from eoffice.users.service import Principal
 
 STATUS_NAMES = {
@@ -424,8 +430,7 @@ def not_acknowledged_same_day(delivery: Delivery, today: date | None = None) -> 
 
 def _verification_fields(delivery: Delivery) -> dict[str, Any]:
     """Signature-check summary and a pre-filled 02 reason (verification domain decides)."""
-    from eoffice.verification.service import (delivery_verification,
-                                              suggested_rejection_reason)
+    from eoffice.verification.service import delivery_verification, suggested_rejection_reason
 
     return {"verification": delivery_verification(delivery),
             "suggested_rejection_reason": suggested_rejection_reason(
@@ -450,8 +455,13 @@ def delivery_out(delivery: Delivery, document: Document, agency: Agency) -> dict
 
 def inbox(session: Session, principal: Principal, *, status: str | None = None,
           overdue: bool | None = None, q: str | None = None, limit: int = 50,
-          offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Documents that arrived at the caller's agency, newest first."""
+          offset: int = 0, urgent: bool = False, unread: bool = False,
+          arrived_from: date | None = None, arrived_to: date | None = None,
+          sender: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Documents that arrived at the caller's agency, newest first.
+
+    `arrived_from`/`arrived_to` are Vietnam calendar dates (inclusive).
+    """
     if principal.agency_id is None or principal.role not in RECEIVER_ROLES:
         raise Forbidden("only agency staff have an inbox", detail_vi="Bạn không có hộp thư đến")
     query = (select(Delivery, Document, Agency)
@@ -468,6 +478,17 @@ def inbox(session: Session, principal: Principal, *, status: str | None = None,
                                 col(Document.code_notation).ilike(like),
                                 col(Document.code_number) == q.strip(),
                                 col(Agency.name).ilike(like), col(Agency.code) == q.strip()))
+    if urgent:
+        query = query.where(col(Document.priority) >= 1)
+    if unread:
+        query = query.where(col(Delivery.read_at).is_(None))
+    if sender:
+        query = query.where(col(Agency.code) == sender.strip().upper())
+    if arrived_from:
+        query = query.where(col(Delivery.delivered_at) >= local_midnight_utc(arrived_from))
+    if arrived_to:
+        query = query.where(col(Delivery.delivered_at) <
+                            local_midnight_utc(arrived_to + timedelta(days=1)))
     today = local_today()
     if overdue is True:
         query = query.where(col(Document.due_date) < today).where(

@@ -97,22 +97,11 @@ def _files(files: list[UploadFile] | None) -> list[UploadFile]:
 def _inbox_items(session: Session, principal: Principal, *, q: str | None, status: str | None,
                  overdue: bool, urgent: bool, unread: bool, date_from: date | None,
                  date_to: date | None, page: int) -> tuple[list[dict[str, Any]], int]:
-    items, _total = exchange_service.inbox(session, principal, status=status or None,
-                                           overdue=True if overdue else None, q=q or None,
-                                           limit=2000)
-    # Filters the service does not have are applied to its (newest-first) result.
-    from eoffice.web.render import VIETNAM
-
-    def keep(item: dict[str, Any]) -> bool:
-        arrived = item["delivered_at"].astimezone(VIETNAM).date() if item["delivered_at"] \
-            else None
-        return ((not urgent or item["priority"] >= 1) and (not unread or item["unread"])
-                and (date_from is None or (arrived is not None and arrived >= date_from))
-                and (date_to is None or (arrived is not None and arrived <= date_to)))
-
-    kept = [i for i in items if keep(i)]
-    start = (page - 1) * PAGE_SIZE
-    return kept[start:start + PAGE_SIZE], len(kept)
+    return exchange_service.inbox(session, principal, status=status or None,
+                                  overdue=True if overdue else None, q=q or None,
+                                  urgent=urgent, unread=unread, arrived_from=date_from,
+                                  arrived_to=date_to, limit=PAGE_SIZE,
+                                  offset=(page - 1) * PAGE_SIZE)
 
 
 def _parse_date(value: str | None) -> date | None:

@@ -21,7 +21,8 @@ def test_valid_codes(code: str) -> None:
 
 
 @pytest.mark.parametrize("code", ["000.00.00.49H", "00.000.00.H49", "", "A" * 36,
-                                  "000..00.H49", "H49-01", "mã.cơ.quan", ".000.00.H49", "000.00.00.H9"])
+                                  "000..00.H49", "H49-01", "mã.cơ.quan", ".000.00.H49",
+                                  "000.00.00.H9"])
 def test_invalid_codes(code: str) -> None:
     with pytest.raises(ValidationFailed):
         normalize_code(code)

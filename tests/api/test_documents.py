@@ -11,8 +11,14 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from tests.conftest import Clients, Env
-from tests.helpers import (assert_problem, create_document, make_pdf, metadata,
-                           override_settings, send)
+from tests.helpers import (
+    assert_problem,
+    create_document,
+    make_pdf,
+    metadata,
+    override_settings,
+    send,
+)
 
 CLERK = "clerk.minhlang"
 

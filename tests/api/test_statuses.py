@@ -8,8 +8,15 @@ from datetime import timedelta
 from sqlmodel import select
 
 from tests.conftest import Clients, Env
-from tests.helpers import (assert_problem, create_document, inbox_item, make_pdf, metadata,
-                           send, status)
+from tests.helpers import (
+    assert_problem,
+    create_document,
+    inbox_item,
+    make_pdf,
+    metadata,
+    send,
+    status,
+)
 
 SENDER = "clerk.tinh"
 RECEIVER = "clerk.vuthu"
@@ -223,3 +230,31 @@ def test_inbox_filters_and_paging(env: Env, as_user: Clients) -> None:
     assert_problem(client.get("/api/v1/inbox", headers=receiver, params={"status": "x"}), 422,
                    "status")
     assert_problem(client.get("/api/v1/inbox", headers=as_user.headers("admin")), 403)
+
+
+def test_inbox_urgent_unread_sender_and_dates(env: Env, as_user: Clients) -> None:
+    from eoffice.timeutil import local_today
+
+    client = as_user.client
+    urgent_doc, _ = _sent(as_user, priority=2, subject="Hỏa tốc")
+    normal_doc, _ = _sent(as_user, subject="Thường")
+    receiver = as_user.headers(RECEIVER)
+
+    def ids(**params: object) -> set[int]:
+        page = client.get("/api/v1/inbox", headers=receiver, params=params)
+        assert page.status_code == 200, page.text
+        return {i["document_id"] for i in page.json()["items"]}
+
+    assert ids(urgent=True) == {urgent_doc["id"]}
+    client.get(f"/api/v1/documents/{urgent_doc['id']}", headers=receiver)  # read it
+    assert ids(unread=True) == {normal_doc["id"]}
+    assert ids(sender="000.00.00.H58") == {urgent_doc["id"], normal_doc["id"]}
+    assert ids(sender="000.00.11.H58") == set()
+    today = local_today()
+    assert ids(arrived_from=today.isoformat(), arrived_to=today.isoformat()) == {
+        urgent_doc["id"], normal_doc["id"]}
+    assert ids(arrived_from=(today + timedelta(days=1)).isoformat()) == set()
+    assert_problem(client.get("/api/v1/inbox", headers=receiver, params={
+        "arrived_from": "2026-02-02", "arrived_to": "2026-01-01"}), 422, "arrived_from")
+    assert_problem(client.get("/api/v1/inbox", headers=receiver,
+                              params={"arrived_from": "02/02/2026"}), 422, "arrived_from")
