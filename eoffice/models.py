@@ -10,8 +10,17 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Column, DateTime, Index, LargeBinary, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -143,8 +152,8 @@ class Document(SQLModel, table=True):
 
     __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("sender_id", "register_name", "issued_year", "code_number", "code_notation",
-                         name="uq_documents_number"),
+        UniqueConstraint("sender_id", "register_name", "issued_year", "code_number",
+                         "code_notation", name="uq_documents_number"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

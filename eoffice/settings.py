@@ -1,4 +1,4 @@
-"""Configuration from the environment (prefix ``EOFFICE_``); a CLI flag wins over the environment."""
+"""Configuration from the environment (prefix ``EOFFICE_``); a CLI flag wins over it."""
 
 from __future__ import annotations
 

@@ -52,10 +52,13 @@ _DISTRICTS: list[tuple[str, str, list[str]]] = [
     ("Huyện Vũ Thư", "vuthu", ["Minh Lãng", "Tam Quang", "Song Lãng", "Việt Hùng", "Dũng Nghĩa"]),
     ("Huyện Đông Hưng", "donghung", ["Đông Hợp", "Đông Xá", "Liên Giang", "Mê Linh", "Đông La"]),
     ("Huyện Hưng Hà", "hungha", ["Tân Lễ", "Canh Tân", "Cộng Hòa", "Hòa Tiến", "Tân Tiến"]),
-    ("Huyện Quỳnh Phụ", "quynhphu", ["An Bài", "An Thanh", "Quỳnh Hoa", "Quỳnh Giao", "Quỳnh Hội"]),
-    ("Huyện Thái Thụy", "thaithuy", ["Thụy Hải", "Thụy Trình", "Thụy Liên", "Thái Thượng", "Thái Hà"]),
+    ("Huyện Quỳnh Phụ", "quynhphu",
+     ["An Bài", "An Thanh", "Quỳnh Hoa", "Quỳnh Giao", "Quỳnh Hội"]),
+    ("Huyện Thái Thụy", "thaithuy",
+     ["Thụy Hải", "Thụy Trình", "Thụy Liên", "Thái Thượng", "Thái Hà"]),
     ("Huyện Tiền Hải", "tienhai", ["Đông Trà", "Nam Trung", "Tây Giang", "Vũ Lăng", "An Ninh"]),
-    ("Huyện Kiến Xương", "kienxuong", ["Quang Trung", "Bình Nguyên", "Vũ Quý", "Thanh Tân", "Nam Bình"]),
+    ("Huyện Kiến Xương", "kienxuong",
+     ["Quang Trung", "Bình Nguyên", "Vũ Quý", "Thanh Tân", "Nam Bình"]),
 ]
 
 _FIRST_NAMES = ["An", "Bình", "Chi", "Dũng", "Giang", "Hà", "Hùng", "Lan", "Minh", "Nga", "Phúc",

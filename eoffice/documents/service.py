@@ -13,10 +13,16 @@ from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
 from eoffice.db import insert_ignore
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
-from eoffice.errors import (Conflict, NotFound, UnsupportedMedia, ValidationFailed,
-                            from_pydantic)
-from eoffice.models import (Agency, Attachment, Delivery, Document, DocumentRevision,
-                            RegisterCounter, utcnow)
+from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
+from eoffice.models import (
+    Agency,
+    Attachment,
+    Delivery,
+    Document,
+    DocumentRevision,
+    RegisterCounter,
+    utcnow,
+)
 from eoffice.settings import get_settings
 from eoffice.timeutil import local_now
 from eoffice.users.service import Principal
