@@ -52,6 +52,18 @@ def prepare_database() -> bool:
     return seeded
 
 
+def sync_trust_store() -> None:
+    """Load the trust-store folder (and the dev PKI root outside production) at start."""
+    from eoffice.db import new_session
+
+    trust = optional_import("eoffice.trust.service")
+    if trust is None:
+        return
+    with new_session() as session:
+        trust.ensure_synced(session)
+        session.commit()
+
+
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Apply database migrations."""
@@ -95,6 +107,7 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     settings = get_settings()
     seeded = prepare_database()
     _init_dev_pki_if_possible(settings.pki_dir)
+    sync_trust_store()
     process = None
     if worker:
         process = subprocess.Popen(_worker_command("fast,crypto,stats", True, 2),
