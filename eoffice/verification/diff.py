@@ -185,6 +185,23 @@ def _annot_key(raw: Any) -> Any:
     return ref if ref is not None else _fingerprint(raw)
 
 
+def _is_signed_signature_widget(annot: Any) -> bool:
+    """A widget of a signature field whose value is a signature dictionary."""
+    field_type = value = None
+    node = annot
+    for _ in range(32):
+        if not isinstance(node, generic.DictionaryObject):
+            break
+        if field_type is None and "/FT" in node:
+            field_type = node.get("/FT")
+        if value is None and "/V" in node:
+            value = _deref(node.raw_get("/V"))
+        parent = node.raw_get("/Parent") if "/Parent" in node else None
+        node = _deref(parent) if parent is not None else None
+    return (field_type == "/Sig" and isinstance(value, generic.DictionaryObject)
+            and "/Contents" in value and "/ByteRange" in value)
+
+
 def _review_pages(old_root: Any, new_root: Any, overwritten: set[Any]) -> list[Finding]:
     findings: list[Finding] = []
     old_pages, new_pages = _pages(old_root), _pages(new_root)
@@ -226,7 +243,11 @@ def _review_pages(old_root: Any, new_root: Any, overwritten: set[Any]) -> list[F
                 )
                 continue
             rect = _rect(raw)
-            if rect is not None and any(_overlap(rect, o) for o in old_rects):
+            # Decree 30 lays the organisation's seal over the leader's signature image: a later
+            # signature that covers itself is a signing step (the signature is verified in its
+            # own right), not an annotation hiding signed content.
+            if rect is not None and any(_overlap(rect, o) for o in old_rects) \
+                    and not _is_signed_signature_widget(annot):
                 findings.append(
                     Finding(
                         "ANNOTATION_OVERLAP",
