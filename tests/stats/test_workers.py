@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def _wait(check: Callable[[], Any], what: str, timeout: float = 40) -> Any:
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
+@contextmanager
 def _worker(env_vars: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
@@ -47,21 +49,46 @@ def _worker(env_vars: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _drive(env: Env, broker: str) -> None:
-    from fastapi.testclient import TestClient
-
-    from eoffice.app import create_app
     from eoffice.settings import get_settings
-    from tests.helpers import login
+    from workers.celery_app import celery_app, transport_options
 
     values = {"EOFFICE_TASKS_EAGER": "false", "EOFFICE_BROKER_URL": broker,
               "EOFFICE_BROKER_POLLING_INTERVAL": "0.1"}
+    previous = {key: os.environ.get(key) for key in values}
+    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
     os.environ.update(values)
     get_settings.cache_clear()
-    from workers.celery_app import celery_app
-
     celery_app.conf.broker_url = broker
-    celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
-    for worker in _worker(values):
+    celery_app.conf.broker_transport_options = transport_options(broker, 0.1)
+    _drop_connections(celery_app)
+    try:
+        _run(env, values)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+        _drop_connections(celery_app)
+
+
+def _drop_connections(app: Any) -> None:
+    # Producers are pooled per app: a pool opened on another broker URL must not be reused.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+def _run(env: Env, values: dict[str, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from eoffice.app import create_app
+    from tests.helpers import login
+
+    with _worker(values) as worker:
         with TestClient(create_app()) as client:
             def headers(name: str) -> dict[str, str]:
                 return login(client, name, env.password(name))
