@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eoffice.errors import AppError, PayloadTooLarge, ServiceUnavailable, ValidationFailed
+from eoffice.errors import AppError, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
 from eoffice.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
 from eoffice.observability import new_request_id, set_request_id
 from eoffice.settings import get_settings
@@ -92,6 +92,13 @@ def create_app() -> FastAPI:
                                                                          "HTTP error")
         error.type_slug = f"http-{exc.status_code}"
         return _problem(request, error)
+
+    @app.exception_handler(OverflowError)
+    async def _id_out_of_range(request: Request, exc: OverflowError) -> Response:
+        # SQLite cannot bind an integer beyond 64 bits: an id that large names nothing.
+        if any(part.isdigit() and int(part) > 2**63 - 1 for part in request.url.path.split("/")):
+            return _problem(request, NotFound("not found", detail_vi="Không tìm thấy"))
+        return await _unexpected(request, exc)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> Response:
