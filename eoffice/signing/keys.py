@@ -33,14 +33,19 @@ from eoffice.signing.errors import (
     TokenError,
     WrongPassphraseError,
 )
+from eoffice.signing.fast_cms import PrecomputedCMSMixin
 
 
 def _to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
-class LoadedKeySigner(Signer):
-    """A pyHanko signer holding an already-parsed `cryptography` private key."""
+class LoadedKeySigner(PrecomputedCMSMixin, Signer):
+    """A pyHanko signer holding an already-parsed `cryptography` private key.
+
+    The certificate and chain are fixed for the signer's life, so the CMS parts built from
+    them are encoded once (:class:`~eoffice.signing.fast_cms.PrecomputedCMSMixin`).
+    """
 
     def __init__(self, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
                  signing_cert: asn1_x509.Certificate,
@@ -62,17 +67,27 @@ class LoadedKeySigner(Signer):
 
     def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
         """Synchronous raw signature over ``data``."""
-        mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
-        algo = mechanism["algorithm"].native
         key = self._private_key
         if isinstance(key, rsa.RSAPrivateKey):
-            if algo == "rsassa_pss":
-                pad, hash_algo = process_pss_params(mechanism["parameters"])
-                return key.sign(data, pad, hash_algo)
-            return key.sign(data, padding.PKCS1v15(), get_pyca_cryptography_hash(digest_algorithm))
+            pad, hash_algo = self._rsa_params(digest_algorithm)
+            return key.sign(data, pad, hash_algo)
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key.sign(data, ec.ECDSA(get_pyca_cryptography_hash(digest_algorithm)))
         raise SignerKeyError(f"unsupported key type {type(key).__name__}")
+
+    def _rsa_params(self, digest_algorithm: str) -> tuple[padding.AsymmetricPadding,
+                                                          hashes.HashAlgorithm]:
+        # Resolving the mechanism builds asn1crypto objects each time: do it once per digest.
+        cache = self.__dict__.setdefault("_rsa_param_cache", {})
+        params = cache.get(digest_algorithm)
+        if params is None:
+            mechanism = self.get_signature_mechanism_for_digest(digest_algorithm)
+            if mechanism["algorithm"].native == "rsassa_pss":
+                params = process_pss_params(mechanism["parameters"])
+            else:
+                params = (padding.PKCS1v15(), get_pyca_cryptography_hash(digest_algorithm))
+            cache[digest_algorithm] = params
+        return params
 
 
 def _public_bytes(key: object) -> bytes:
