@@ -1,8 +1,17 @@
-"""Worker-only speed-up for pyHanko's parser, installed by the sandbox child at start.
+"""Worker-only speed-ups, installed by the sandbox child at start.
 
 pyHanko reads hex strings one token at a time (~40 % of the time to verify a one-page PDF
 goes into the /Contents hex blob). This reads them in chunks with the same acceptance rules,
 and fails on an unterminated string instead of looping on EOF.
+
+asn1crypto compares X.509 names after RFC 4518 string preparation, which it caches per parsed
+object only; every file re-parses the same signer/issuer names, so ~20 % of a one-page
+verification went into re-preparing identical strings. The preparation is a pure function of
+the string, so its results are memoised per worker (exceptions are not cached: a malformed
+name raises again, exactly as before). Likewise ``Name.__eq__`` is a pure function of the two
+DER encodings, and pyHanko compares the same issuer names several times per file (ESS
+signing-certificate check, signer lookup, path building): the outcome is memoised per pair of
+encodings.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import binascii
 import re
 from typing import IO, Any
 
+from asn1crypto import x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.misc import PdfStreamError
 
@@ -43,6 +53,56 @@ def read_hex_string_from_stream(stream: IO[bytes]) -> Any:
     return generic.pdf_string(binascii.unhexlify(data))
 
 
+_PREP_CACHE_MAX = 4096
+_prep_cache: dict[str, str] = {}
+_original_prep = x509.NameTypeAndValue._ldap_string_prep
+
+
+def _cached_ldap_string_prep(self: x509.NameTypeAndValue, string: Any) -> Any:
+    """Memoised ``NameTypeAndValue._ldap_string_prep`` (same result, same exceptions)."""
+    if type(string) is not str:
+        return _original_prep(self, string)
+    try:
+        return _prep_cache[string]
+    except KeyError:
+        pass
+    prepared = _original_prep(self, string)
+    if len(_prep_cache) >= _PREP_CACHE_MAX:
+        # Hostile batches could carry endless distinct names: bound the memory.
+        _prep_cache.clear()
+    _prep_cache[string] = prepared
+    return prepared
+
+
+_EQ_CACHE_MAX = 4096
+_name_eq_cache: dict[tuple[bytes, bytes], bool] = {}
+_original_name_eq = x509.Name.__eq__
+
+
+def _cached_name_eq(self: x509.Name, other: object) -> bool:
+    """Memoised ``x509.Name.__eq__`` keyed by both DER encodings (exceptions not cached)."""
+    if not isinstance(other, x509.Name):
+        return False
+    key = (self.dump(), other.dump())
+    try:
+        return _name_eq_cache[key]
+    except KeyError:
+        pass
+    result = bool(_original_name_eq(self, other))
+    if len(_name_eq_cache) >= _EQ_CACHE_MAX:
+        _name_eq_cache.clear()
+    _name_eq_cache[key] = result
+    return result
+
+
+def _cached_name_ne(self: x509.Name, other: object) -> bool:
+    return not _cached_name_eq(self, other)
+
+
 def install() -> None:
-    """Swap the parser routine in (process-wide: call only in worker processes)."""
+    """Swap the fast routines in (process-wide: call only in worker processes)."""
     generic.read_hex_string_from_stream = read_hex_string_from_stream
+    x509.NameTypeAndValue._ldap_string_prep = _cached_ldap_string_prep  # type: ignore[method-assign]
+    # __hash__ stays None as before (asn1crypto keys its dicts on Name.hashable).
+    x509.Name.__eq__ = _cached_name_eq  # type: ignore[method-assign,assignment]
+    x509.Name.__ne__ = _cached_name_ne  # type: ignore[method-assign,assignment]
