@@ -318,7 +318,8 @@ async def async_sign_pdf_file(
                 meta, signer=signer, timestamper=timestamper,
                 stamp_style=visible.style if visible is not None else None,
                 new_field_spec=new_field_spec)
-            writer = IncrementalPdfFileWriter(infile, strict=False)
+            # Reuse the checked reader: a second reader would parse the xref table again.
+            writer = IncrementalPdfFileWriter.from_reader(reader)
             out_handle, tmp_path = _atomic_output(output_path)
             try:
                 with out_handle:
@@ -596,7 +597,7 @@ async def async_prepare_external(
                                     reason=options.reason, location=options.location)
         pdf_signer = PdfSigner(meta, signer=ext, new_field_spec=spec,
                                stamp_style=visible.style if visible else None)
-        writer = IncrementalPdfFileWriter(infile, strict=False)
+        writer = IncrementalPdfFileWriter.from_reader(reader)
         out_handle, tmp_path = _atomic_output(prepared_path)
         try:
             with out_handle:
