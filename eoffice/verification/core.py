@@ -39,6 +39,7 @@ from pyhanko.sign.validation.status import (
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import InsufficientRevinfoError
 from pyhanko_certvalidator.policy_decl import DisallowWeakAlgorithmsPolicy
+from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from . import diff as extra_diff
 from .decree30 import check_decree30
@@ -96,6 +97,24 @@ _REVOCATION_MODES = {"require": "require", "soft": "hard-fail", "off": "soft-fai
 
 _ACCEPTED_COVERAGE = {"ENTIRE_FILE", "ENTIRE_REVISION"}
 _ACCEPTED_MODIFICATIONS = {"NONE", "LTA_UPDATES", "FORM_FILLING"}
+
+
+# Trust managers by trust-root set: building one parses every root into a trust anchor, and
+# the result depends on the roots alone. Rebuilt now and then because lookups of unknown
+# issuers leave empty entries behind in it.
+_TRUST_MANAGER_USES = 256
+_trust_managers: dict[tuple[bytes, ...], list[Any]] = {}
+
+
+def _trust_manager(roots: list[x509.Certificate]) -> SimpleTrustManager:
+    key = tuple(c.dump() for c in roots)
+    cached = _trust_managers.get(key)
+    if cached is None or cached[1] >= _TRUST_MANAGER_USES:
+        if len(_trust_managers) >= 8:
+            _trust_managers.clear()
+        cached = _trust_managers[key] = [SimpleTrustManager.build(trust_roots=list(roots)), 0]
+    cached[1] += 1
+    return cached[0]  # type: ignore[no-any-return]
 
 
 class _RetryNonStrict(Exception):
@@ -184,7 +203,7 @@ class _FileAnalysis:
         opts = self.options
         crls, ocsps = _revinfo_from_cms(emb.signed_data)
         kwargs: dict[str, Any] = {
-            "trust_roots": list(opts.trust_roots),
+            "trust_manager": _trust_manager(opts.trust_roots),
             "other_certs": self.dss_certs,
             "crls": self.dss_crls + crls,
             "ocsps": self.dss_ocsps + ocsps,

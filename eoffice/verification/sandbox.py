@@ -8,12 +8,14 @@ replaced when they time out or die.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import multiprocessing
 import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -88,8 +90,12 @@ def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
         if msg is None:
             return
         path, wire = msg
-        if cache is None or cache[0] is not wire and cache[0] != wire:
+        # The parent sends the options only when they change for this worker (None = same).
+        if wire is not None and (cache is None or cache[0] != wire):
             cache = (wire, VerifyOptions.from_wire(wire))
+        if cache is None:
+            conn.send(failure_report(path, INDETERMINATE, None, "no verification options"))
+            continue
         try:
             report = analyse_file(path, cache[1])
         except MemoryError:
@@ -110,14 +116,38 @@ def _peak_rss_mb() -> float:
         return -1.0
 
 
+# Jobs queued per worker: the next file is already in the pipe when the worker reports the
+# current one, so it never idles waiting for the parent to wake up and send more.
+_PIPELINE_DEPTH = 2
+
+
 class _Worker:
     def __init__(self, ctx: Any, memory_limit_mb: int) -> None:
         parent, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
-        self.proc.start()
+        if getattr(ctx, "_name", "") == "fork":
+            # Objects inherited from the parent go to the permanent generation, so the child's
+            # collector never walks (and copy-on-write duplicates) the parent's heap.
+            gc.freeze()
+            try:
+                self.proc.start()
+            finally:
+                gc.unfreeze()
+        else:
+            self.proc.start()
         child.close()
         self.conn: Connection = parent
-        self.job: tuple[int, str, float, float] | None = None  # index, path, start, deadline
+        self.jobs: deque[tuple[int, str]] = deque()  # head is the file being verified
+        self.started = 0.0  # when the head job started (monotonic)
+        self.wire: dict[str, Any] | None = None  # options this worker already holds
+
+    def send(self, index: int, path: str, wire: dict[str, Any]) -> None:
+        """Queue one file on this worker (options only when they changed)."""
+        self.conn.send((path, None if self.wire is wire else wire))
+        self.wire = wire
+        if not self.jobs:
+            self.started = time.monotonic()
+        self.jobs.append((index, path))
 
     def kill(self) -> None:
         try:
@@ -164,49 +194,65 @@ class WorkerPool:
     ) -> Iterator[dict[str, Any]]:
         """Verify ``paths``; yield reports in input order, each within ``time_limit_s``."""
         pending = list(enumerate(paths))
-        pending.reverse()
+        pending.reverse()  # a stack: pop() gives the next file in input order
         results: dict[int, dict[str, Any]] = {}
         next_out = 0
         total = len(pending)
         while len(self._workers) < min(self.size, total):
             self._workers.append(_Worker(self._ctx, self.memory_limit_mb))
+        # A worker still busy with an abandoned earlier run (caller stopped iterating) would
+        # answer with stale reports: start afresh.
+        for position, worker in enumerate(self._workers):
+            if worker.jobs:
+                worker.kill()
+                self._workers[position] = _Worker(self._ctx, self.memory_limit_mb)
+        depth = _PIPELINE_DEPTH if total > len(self._workers) else 1
         while next_out < total:
             for worker in self._workers:
-                if worker.job is None and pending:
+                while len(worker.jobs) < depth and pending:
                     index, path = pending.pop()
-                    now = time.monotonic()
-                    worker.job = (index, path, now, now + time_limit_s)
                     try:
-                        worker.conn.send((path, wire))
+                        worker.send(index, path, wire)
                     except OSError:
-                        self._replace(worker, results, "worker unavailable")
-            busy = [w for w in self._workers if w.job is not None]
+                        worker.jobs.append((index, path))
+                        self._replace(worker, results, pending, "worker unavailable")
+                        break
+            busy = [w for w in self._workers if w.jobs]
             if busy:
-                timeout = max(0.0, min(w.job[3] for w in busy if w.job) - time.monotonic())
+                timeout = max(0.0, min(w.started for w in busy) + time_limit_s - time.monotonic())
                 ready = wait([w.conn for w in busy], timeout=timeout)
                 for worker in busy:
-                    assert worker.job is not None
                     if worker.conn in ready:
                         try:
                             report = worker.conn.recv()
-                            results[worker.job[0]] = report
-                            worker.job = None
                         except (EOFError, OSError):
-                            self._replace(worker, results, "verification process died")
-                    elif time.monotonic() >= worker.job[3]:
+                            self._replace(worker, results, pending, "verification process died")
+                            continue
+                        index, _ = worker.jobs.popleft()
+                        results[index] = report
+                        # The worker moved on to its next queued file just now.
+                        worker.started = time.monotonic()
+                    elif time.monotonic() >= worker.started + time_limit_s:
                         self._replace(
-                            worker, results, f"time limit of {time_limit_s:g} s exceeded"
+                            worker, results, pending, f"time limit of {time_limit_s:g} s exceeded"
                         )
             while next_out in results:
                 yield results.pop(next_out)
                 next_out += 1
 
-    def _replace(self, worker: _Worker, results: dict[int, dict[str, Any]], reason: str) -> None:
-        assert worker.job is not None
-        index, path, start, _ = worker.job
+    def _replace(
+        self,
+        worker: _Worker,
+        results: dict[int, dict[str, Any]],
+        pending: list[tuple[int, str]],
+        reason: str,
+    ) -> None:
+        """Kill ``worker``: its current file gets ``reason``, its queued files go back."""
+        index, path = worker.jobs.popleft()
         worker.kill()
-        elapsed = int((time.monotonic() - start) * 1000)
-        report = failure_report(path, INDETERMINATE, None, reason, elapsed)
-        results[index] = report
+        elapsed = int((time.monotonic() - worker.started) * 1000)
+        results[index] = failure_report(path, INDETERMINATE, None, reason, elapsed)
+        while worker.jobs:
+            pending.append(worker.jobs.pop())  # back on the stack, input order kept
         position = self._workers.index(worker)
         self._workers[position] = _Worker(self._ctx, self.memory_limit_mb)

@@ -11,7 +11,13 @@ the string, so its results are memoised per worker (exceptions are not cached: a
 name raises again, exactly as before). Likewise ``Name.__eq__`` is a pure function of the two
 DER encodings, and pyHanko compares the same issuer names several times per file (ESS
 signing-certificate check, signer lookup, path building): the outcome is memoised per pair of
-encodings.
+encodings, and ``Name.hashable`` (the registry's dictionary key) per encoding.
+
+pyHanko extracts the certificates of a signature's CMS twice per signature (once for the
+embedded-signature object, once more in ``cms_basic_validation``), each time matching the
+signer's issuer/serial and the ESS signing-certificate attribute again. The extraction is a
+pure function of the SignedData object, so the second call reuses the first result for the
+very same object; errors are raised afresh.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import IO, Any
 from asn1crypto import x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.misc import PdfStreamError
+from pyhanko.sign.validation import generic_cms
 
 _PDF_WHITESPACE = re.compile(rb"[\x00\t\n\x0c\r ]+")
 _NOT_HEX = re.compile(rb"[^0-9A-Fa-f]")
@@ -99,6 +106,40 @@ def _cached_name_ne(self: x509.Name, other: object) -> bool:
     return not _cached_name_eq(self, other)
 
 
+_hashable_cache: dict[bytes, str] = {}
+_original_name_hashable = x509.Name.hashable
+
+
+def _cached_name_hashable(self: x509.Name) -> str:
+    """Memoised ``x509.Name.hashable`` keyed by the DER encoding."""
+    key = self.dump()
+    try:
+        return _hashable_cache[key]
+    except KeyError:
+        pass
+    value = _original_name_hashable.fget(self)  # type: ignore[attr-defined]
+    if len(_hashable_cache) >= _EQ_CACHE_MAX:
+        _hashable_cache.clear()
+    _hashable_cache[key] = value
+    return value  # type: ignore[no-any-return]
+
+
+_original_extract = generic_cms.extract_certs_for_validation
+# (SignedData object, its extracted certificates): holding the object keeps its id unique.
+_last_extract: tuple[Any, Any] | None = None
+
+
+def _extract_certs_once(signed_data: Any) -> Any:
+    """``extract_certs_for_validation`` computed once per SignedData object."""
+    global _last_extract
+    if _last_extract is not None and _last_extract[0] is signed_data:
+        return _last_extract[1]
+    _last_extract = None
+    result = _original_extract(signed_data)
+    _last_extract = (signed_data, result)
+    return result
+
+
 def install() -> None:
     """Swap the fast routines in (process-wide: call only in worker processes)."""
     generic.read_hex_string_from_stream = read_hex_string_from_stream
@@ -106,3 +147,6 @@ def install() -> None:
     # __hash__ stays None as before (asn1crypto keys its dicts on Name.hashable).
     x509.Name.__eq__ = _cached_name_eq  # type: ignore[method-assign,assignment]
     x509.Name.__ne__ = _cached_name_ne  # type: ignore[method-assign,assignment]
+    x509.Name.hashable = property(_cached_name_hashable)  # type: ignore[method-assign,assignment]
+    # cms_basic_validation looks the name up in its own module's globals.
+    generic_cms.extract_certs_for_validation = _extract_certs_once
