@@ -6,6 +6,9 @@ Remote (two-step) signing, where the key never reaches the server, is in ``engin
 Why not ``SimpleSigner``: it keeps the key as ASN.1 and re-parses it with full RSA validation on
 every signature (~45 ms). :class:`LoadedKeySigner` parses the PKCS#12 once and keeps the
 `cryptography` key object, so a worker pays the cost once per key, not once per document.
+It also builds the fixed CMS parts (certificates, signer id, ESS signing-certificate-v2,
+algorithm identifiers) once and splices them as DER (``fast_cms``), instead of letting
+asn1crypto rebuild and re-encode them for every signature.
 Passphrases and PINs are only ever parameters: never stored on objects, never logged.
 """
 
