@@ -17,12 +17,16 @@ pyHanko extracts the certificates of a signature's CMS twice per signature (once
 embedded-signature object, once more in ``cms_basic_validation``), each time matching the
 signer's issuer/serial and the ESS signing-certificate attribute again. The extraction is a
 pure function of the SignedData object, so the second call reuses the first result for the
-very same object; errors are raised afresh.
+very same object; errors are raised afresh. The certificates it hands on are swapped for one
+canonical parsed object per DER encoding: a batch from one PKI carries the same few
+certificates in every file, and asn1crypto parses fields lazily and caches what it derives
+(names, extensions, key usage, public key) on the object, all pure functions of the encoding.
 """
 
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import re
 from typing import IO, Any
 
@@ -129,6 +133,24 @@ _original_extract = generic_cms.extract_certs_for_validation
 _last_extract: tuple[Any, Any] | None = None
 
 
+_CERT_CACHE_MAX = 1024
+_canonical_certs: dict[bytes, x509.Certificate] = {}
+
+
+def _canonical(cert: x509.Certificate) -> x509.Certificate:
+    """The worker's one parsed object for this exact encoding (``cert`` itself if new)."""
+    der = cert.dump()
+    known = _canonical_certs.get(der)
+    if known is not None:
+        return known
+    if len(_canonical_certs) >= _CERT_CACHE_MAX:
+        _canonical_certs.clear()
+    # A fresh parse of the same bytes: the cached object shares nothing with this file's CMS.
+    fresh = x509.Certificate.load(der)
+    _canonical_certs[der] = fresh
+    return fresh
+
+
 def _extract_certs_once(signed_data: Any) -> Any:
     """``extract_certs_for_validation`` computed once per SignedData object."""
     global _last_extract
@@ -136,6 +158,11 @@ def _extract_certs_once(signed_data: Any) -> Any:
         return _last_extract[1]
     _last_extract = None
     result = _original_extract(signed_data)
+    result = dataclasses.replace(
+        result,
+        signer_cert=_canonical(result.signer_cert),
+        other_certs=[_canonical(c) for c in result.other_certs],
+    )
     _last_extract = (signed_data, result)
     return result
 
