@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import os
@@ -612,11 +613,34 @@ def _open_and_analyse(stream: IO[bytes], options: VerifyOptions, strict: bool) -
     return _run(_analyse(reader, options, strict))
 
 
+# pyHanko's tokenizer makes tens of thousands of 1-byte read()/seek() calls per file; on an
+# in-memory buffer they cost a fraction of a buffered file's. Large files stay on disk so the
+# worker's memory does not grow with the input.
+_IN_MEMORY_MAX = 4 * 1024 * 1024
+
+
+def _open_pdf(path: str) -> IO[bytes]:
+    stream = open(path, "rb")  # noqa: SIM115 - handed to the caller's with-statement
+    try:
+        if os.fstat(stream.fileno()).st_size > _IN_MEMORY_MAX:
+            return stream
+        data = stream.read(_IN_MEMORY_MAX + 1)
+    except BaseException:
+        stream.close()
+        raise
+    if len(data) > _IN_MEMORY_MAX:
+        # It grew while we looked: analyse it from disk after all.
+        stream.seek(0)
+        return stream
+    stream.close()
+    return io.BytesIO(data)
+
+
 def analyse_file(path: str, options: VerifyOptions) -> dict[str, Any]:
     """Verify one file in this process. Never raises; the caller adds sandboxing."""
     start = time.monotonic()
     try:
-        with open(path, "rb") as stream:
+        with _open_pdf(path) as stream:
             try:
                 report = _open_and_analyse(stream, options, strict=True)
             except Exception:  # noqa: BLE001 - includes _RetryNonStrict and strict parse errors
