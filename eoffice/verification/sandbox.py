@@ -4,6 +4,12 @@ Hostile PDFs can loop forever or balloon in memory inside pyHanko; each file is 
 analysed in a child process with RLIMIT_AS, and the parent enforces the wall-clock limit by
 killing the child. Children are reused across files (forking per file costs throughput) and
 replaced when they time out or die.
+
+Each worker holds up to two files at a time (the one it verifies and the next), so it never
+idles while the parent wakes up to hand out work; the time limit of the queued file starts
+when the worker reports the previous one. If a worker is killed, the file queued behind the
+culprit goes back to the queue and is verified by a replacement (so a hanging file can delay
+the one queued behind it by up to one time limit, never change its verdict).
 """
 
 from __future__ import annotations
