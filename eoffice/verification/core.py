@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from datetime import datetime
 from typing import IO, Any
@@ -585,18 +586,18 @@ def _exception_verdict(exc: BaseException) -> tuple[str, str | None]:
     return TOTAL_FAILED, "FORMAT_FAILURE"
 
 
-_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+_loops = threading.local()
 
 
 def _run(coro: Any) -> Any:
-    """Like asyncio.run, but one event loop per process serves every file (a fresh loop per
-    file was ~5 % of a one-page verification). Leftover tasks are cancelled as asyncio.run
-    does, so nothing from one file runs on into the next."""
-    global _loop
-    if _loop is None or _loop[0] != os.getpid() or _loop[1].is_closed():
+    """Like asyncio.run, but one event loop per process (and thread) serves every file (a
+    fresh loop per file was ~5 % of a one-page verification). Leftover tasks are cancelled as
+    asyncio.run does, so nothing from one file runs on into the next."""
+    held: tuple[int, asyncio.AbstractEventLoop] | None = getattr(_loops, "loop", None)
+    if held is None or held[0] != os.getpid() or held[1].is_closed():
         # After fork the parent's loop (and its selector) must not be shared.
-        _loop = (os.getpid(), asyncio.new_event_loop())
-    loop = _loop[1]
+        held = _loops.loop = (os.getpid(), asyncio.new_event_loop())
+    loop = held[1]
     try:
         return loop.run_until_complete(coro)
     finally:
