@@ -1,0 +1,315 @@
+"""Routing throughput on the production path: PostgreSQL, Redis, Celery workers, uvicorn.
+
+    .venv/bin/python bench/routing.py [--seconds 8] [--clients 8] [--receivers 100]
+
+Measures, in one run and against the same PostgreSQL server:
+  * baseline: a bare FastAPI endpoint (uvicorn subprocess) inserting one row per request;
+  * sending: documents sent per second through the real API (uvicorn subprocess): each
+    "document" is the two requests an agency system makes (upload a small PDF, send it to one
+    receiver; the fan-out runs in the Celery worker);
+  * fan-out latency: from the start of a send to 100 receivers until all 100 deliveries are in
+    the receivers' inboxes (status 01), several rounds.
+Targets: sending >= 25% of the baseline rate; a 100-receiver send visible in < 1 s.
+
+Environment: EOFFICE_BENCH_DATABASE_URL (a PostgreSQL server; a scratch database is created
+and dropped, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and
+EOFFICE_BENCH_BROKER_URL (default redis://127.0.0.1:6379/14, flushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# --- the baseline app (imported by its own uvicorn process) --------------------------------
+
+def baseline_factory() -> Any:
+    """A bare FastAPI app whose one endpoint inserts one row (the floor of any write API)."""
+    from fastapi import FastAPI
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(os.environ["BENCH_BASELINE_URL"], pool_size=10, max_overflow=20,
+                           pool_pre_ping=True)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS bench_baseline "
+                          "(id bigserial PRIMARY KEY, payload text, at timestamptz)"))
+    app = FastAPI()
+
+    @app.post("/insert")
+    def insert(body: dict[str, Any]) -> dict[str, Any]:
+        with engine.begin() as conn:
+            new_id = conn.execute(text("INSERT INTO bench_baseline (payload, at) "
+                                       "VALUES (:p, now()) RETURNING id"),
+                                  {"p": json.dumps(body)}).scalar()
+        return {"id": new_id}
+
+    return app
+
+
+# --- harness ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def admin_exec(server_url: str, sql: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(sql))
+    engine.dispose()
+
+
+def prepare_database(server_url: str, data_dir: Path, extra_communes: int) -> str:
+    """A scratch database with the schema, the demo province and extra communes."""
+    from sqlalchemy.engine import make_url
+
+    name = f"eoffice_bench_{uuid.uuid4().hex[:8]}"
+    admin_exec(server_url, f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    os.environ.update({"EOFFICE_DATABASE_URL": url, "EOFFICE_DATA_DIR": str(data_dir),
+                       "EOFFICE_ENVIRONMENT": "test"})
+    from sqlmodel import Session, create_engine, select
+
+    from eoffice.agencies.demo import seed
+    from eoffice.migrate import upgrade
+    from eoffice.models import Agency
+
+    upgrade(url)
+    engine = create_engine(url)
+    with Session(engine) as session:
+        seed(session, data_dir)
+        session.commit()
+        district = session.exec(select(Agency).where(Agency.code == "000.00.11.H58")).one()
+        for n in range(extra_communes):
+            session.add(Agency(code=f"000.{10 + n:02d}.11.H58", name=f"UBND xã đo {n}",
+                               level="commune", parent_id=district.id))
+        session.commit()
+    engine.dispose()
+    return url
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+def hammer(seconds: float, clients: int, one: Any) -> tuple[int, float]:
+    """Run `one(client)` from N threads for a while; returns (completed, elapsed)."""
+    import httpx
+
+    done = [0] * clients
+    errors: list[str] = []
+    stop_at = time.monotonic() + seconds
+
+    def loop(index: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < stop_at:
+                try:
+                    one(client)
+                    done[index] += 1
+                except Exception as exc:  # report, do not hide
+                    errors.append(repr(exc))
+                    return
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} client errors, first: {errors[0]}")
+    return sum(done), time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--receivers", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    args = parser.parse_args()
+
+    server = os.environ.get("EOFFICE_BENCH_DATABASE_URL",
+                            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    broker = os.environ.get("EOFFICE_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    workdir = Path(tempfile.mkdtemp(prefix="eoffice-bench-"))
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    url = prepare_database(server, data_dir, extra_communes=max(0, args.receivers - 50))
+    env = {**os.environ, "EOFFICE_DATABASE_URL": url, "EOFFICE_DATA_DIR": str(data_dir),
+           "EOFFICE_BROKER_URL": broker, "EOFFICE_TASKS_EAGER": "false",
+           "EOFFICE_ENVIRONMENT": "test", "EOFFICE_SEED_DEMO": "false",
+           "EOFFICE_LOG_JSON": "true", "BENCH_BASELINE_URL": url}
+    app_port, base_port = free_port(), free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning",
+               "--no-access-log"]
+    processes = [
+        start(uvicorn + ["--factory", "eoffice.app:app_factory", "--port", str(app_port)], env,
+              workdir / "app.log"),
+        start(uvicorn + ["--factory", "routing:baseline_factory", "--app-dir", "bench",
+                         "--port", str(base_port)], env, workdir / "baseline.log"),
+        start([sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
+               "-Q", "fast,crypto,stats", "--concurrency", str(args.concurrency),
+               "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+               "--without-heartbeat", "-n", f"bench-{os.getpid()}@%h"], env,
+              workdir / "worker.log"),
+    ]
+    try:
+        app, base = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{base_port}"
+        wait_http(f"{app}/healthz")
+        wait_http(f"{base}/docs")
+        results = run(app, base, url, data_dir, args)
+    finally:
+        for process in processes:
+            stop(process)
+        from sqlalchemy.engine import make_url
+
+        admin_exec(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace
+        ) -> dict[str, Any]:
+    import httpx
+    from sqlalchemy import create_engine, text
+
+    from eoffice.agencies.demo import read_demo_users
+    from tests.helpers import make_pdf, metadata
+
+    users = {u["username"]: u for u in read_demo_users(data_dir)}
+    sender = "clerk.tinh"
+    token = httpx.post(f"{app}/api/v1/auth/token", data={
+        "username": sender, "password": users[sender]["password"]}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    pdf = make_pdf("Bench")
+    form = {"metadata": json.dumps(metadata())}
+    one_receiver = [users["clerk.vuthu"]["agency_code"]]
+
+    def baseline(client: httpx.Client) -> None:
+        client.post(f"{base}/insert", json={"subject": "x" * 60}).raise_for_status()
+
+    def send_one(client: httpx.Client) -> None:
+        created = client.post(f"{app}/api/v1/documents", headers=headers, data=form,
+                              files={"file": ("a.pdf", pdf, "application/pdf")})
+        created.raise_for_status()
+        client.post(f"{app}/api/v1/documents/{created.json()['id']}/send", headers=headers,
+                    json={"recipients": one_receiver}).raise_for_status()
+
+    # Warm both (connection pools, imports) before measuring.
+    hammer(1.0, 2, baseline)
+    hammer(1.0, 2, send_one)
+    base_n, base_t = hammer(args.seconds, args.clients, baseline)
+    send_n, send_t = hammer(args.seconds, args.clients, send_one)
+    base_rate, send_rate = base_n / base_t, send_n / send_t
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        codes = [c for (c,) in conn.execute(text(
+            "SELECT code FROM agencies WHERE code <> :me ORDER BY id"),
+            {"me": users[sender]["agency_code"]}).all()][:args.receivers]
+    def drain(limit: float = 120.0) -> float:
+        """Wait until every status notification of earlier sends has run (idle queues)."""
+        began = time.monotonic()
+        while time.monotonic() - began < limit:
+            with engine.connect() as conn:
+                busy = conn.execute(text(
+                    "SELECT (SELECT count(*) FROM deliveries WHERE transport_status <> "
+                    "'delivered') + (SELECT count(*) FROM delivery_events WHERE code IS NOT "
+                    "NULL AND notified_at IS NULL)")).scalar()
+            if not busy:
+                return time.monotonic() - began
+            time.sleep(0.1)
+        raise RuntimeError("queues did not drain")
+
+    backlog_s = drain()
+    latencies: list[float] = []
+    drains: list[float] = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(args.rounds):
+            created = client.post(f"{app}/api/v1/documents", headers=headers, data=form,
+                                  files={"file": ("a.pdf", pdf, "application/pdf")}).json()
+            started = time.monotonic()
+            client.post(f"{app}/api/v1/documents/{created['id']}/send", headers=headers,
+                        json={"recipients": codes}).raise_for_status()
+            while True:
+                with engine.connect() as conn:
+                    visible = conn.execute(text(
+                        "SELECT count(*) FROM deliveries WHERE document_id = :d "
+                        "AND transport_status = 'delivered' AND status_code = '01'"),
+                        {"d": created["id"]}).scalar()
+                if visible == len(codes):
+                    break
+                if time.monotonic() - started > 30:
+                    raise RuntimeError(f"fan-out stuck at {visible}/{len(codes)}")
+                time.sleep(0.005)
+            latencies.append(time.monotonic() - started)
+            drains.append(drain())
+    engine.dispose()
+    ratio = send_rate / base_rate
+    return {
+        "baseline_inserts_per_s": round(base_rate, 1),
+        "documents_sent_per_s": round(send_rate, 1),
+        "send_vs_baseline": round(ratio, 3),
+        "send_target_met (>=0.25)": ratio >= 0.25,
+        "fanout_receivers": len(codes),
+        "fanout_seconds": [round(x, 3) for x in latencies],
+        "fanout_median_s": round(statistics.median(latencies), 3),
+        "fanout_target_met (<1 s)": max(latencies) < 1.0,
+        "send_backlog_drain_s": round(backlog_s, 2),
+        "fanout_notifications_drain_s": [round(x, 2) for x in drains],
+        "clients": args.clients, "seconds": args.seconds, "worker_processes": args.concurrency,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
