@@ -89,10 +89,12 @@ def build_pdf(session: Session, principal: Any, month: str, agency: str | None =
     pdf.ln(4)
     pdf.set_font(FAMILY, "B", 16)
     pdf.multi_cell(0, 8, f"BÁO CÁO TÌNH HÌNH TRAO ĐỔI VĂN BẢN ĐIỆN TỬ\n"
-                         f"Tháng {start.month:02d}/{start.year}", align="C")
+                         f"Tháng {start.month:02d}/{start.year}", align="C",
+                   new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FAMILY, "I", 11)
     pdf.multi_cell(0, 6, f"Monthly electronic document exchange report, {month} "
-                         f"({start:%d/%m/%Y} – {end:%d/%m/%Y})", align="C")
+                         f"({start:%d/%m/%Y} – {end:%d/%m/%Y})", align="C",
+                   new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
 
     pdf.set_font(FAMILY, "B", 13)
@@ -166,10 +168,10 @@ def build_pdf(session: Session, principal: Any, month: str, agency: str | None =
     pdf.set_font(FAMILY, "B", 13)
     pdf.cell(0, 7, "5. Định nghĩa / Definition", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FAMILY, "", 11)
-    pdf.multi_cell(0, 5.5, service.DEFINITION["vi"])
+    pdf.multi_cell(0, 5.5, service.DEFINITION["vi"], new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font(FAMILY, "I", 10)
-    pdf.multi_cell(0, 5, service.DEFINITION["en"])
+    pdf.multi_cell(0, 5, service.DEFINITION["en"], new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font(FAMILY, "", 10)
     pdf.multi_cell(0, 5, "Khoảng thời gian tính (phút) / histogram buckets (minutes): "

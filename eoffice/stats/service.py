@@ -22,10 +22,10 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, text, update
+from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from eoffice.db import insert_ignore
@@ -34,6 +34,7 @@ from eoffice.models import (
     Document,
     StatsCell,
     StatsItem,
+    StatsMonth,
     StatsReconcileRun,
     VerificationReport,
     utcnow,
@@ -211,27 +212,46 @@ def _same(a: Contribution | None, b: Contribution | None) -> bool:
     return a.key() == b.key() and a.vector() == b.vector()
 
 
-def _add_to_cell(session: Session, key: tuple[int, date, str], vec: dict[str, int],
-                 sign: int) -> None:
-    if not vec:
+def _month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _upsert(session: Session, model: Any, keys: dict[str, Any], delta: dict[str, int]) -> None:
+    """Add a delta to one aggregate row, creating it if needed, in one statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    table = model.__table__
+    stmt = insert(table).values({**keys, **delta})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: table.c[name] + stmt.excluded[name] for name in delta})
+    session.execute(stmt)
+
+
+def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, int]) -> None:
+    """Add a vector to a day cell and to its month cell."""
+    delta = {name: value for name, value in delta.items() if value}
+    if not delta:
         return
     agency_id, day, direction = key
-    insert_ignore(session, StatsCell, {"agency_id": agency_id, "day": day,
-                                       "direction": direction})
-    table = StatsCell.__table__  # type: ignore[attr-defined]
-    session.execute(update(table).where(table.c.agency_id == agency_id)
-                    .where(table.c.day == day).where(table.c.direction == direction)
-                    .values({name: table.c[name] + sign * value for name, value in vec.items()}))
+    _upsert(session, StatsCell, {"agency_id": agency_id, "day": day, "direction": direction},
+            delta)
+    _upsert(session, StatsMonth, {"agency_id": agency_id, "month": _month_of(day),
+                                  "direction": direction}, delta)
 
 
 def _locked_item(session: Session, kind: str, ref_id: int) -> StatsItem:
     # The item row is the lock: raw rows are read after it is held, so the last event to run
     # sees the latest committed state and concurrent repeats cannot double-count.
-    insert_ignore(session, StatsItem, {"kind": kind, "ref_id": ref_id, "agency_id": 0,
-                                       "day": NO_DAY, "direction": ""})
-    item = session.exec(select(StatsItem).where(StatsItem.kind == kind)
-                        .where(StatsItem.ref_id == ref_id).with_for_update()
-                        .execution_options(populate_existing=True)).one()
+    query = (select(StatsItem).where(StatsItem.kind == kind).where(StatsItem.ref_id == ref_id)
+             .with_for_update().execution_options(populate_existing=True))
+    item = session.exec(query).first()
+    if item is None:
+        insert_ignore(session, StatsItem, {"kind": kind, "ref_id": ref_id, "agency_id": 0,
+                                           "day": NO_DAY, "direction": ""})
+        item = session.exec(query).one()
     return item
 
 
@@ -239,10 +259,15 @@ def _apply(session: Session, item: StatsItem, new: Contribution | None) -> bool:
     old = _item_contribution(item)
     if _same(old, new):
         return False
-    if old is not None:
-        _add_to_cell(session, old.key(), old.vector(), -1)
-    if new is not None:
-        _add_to_cell(session, new.key(), new.vector(), +1)
+    if old is not None and new is not None and old.key() == new.key():
+        before, after = old.vector(), new.vector()
+        _add_delta(session, new.key(), {name: after.get(name, 0) - before.get(name, 0)
+                                        for name in set(before) | set(after)})
+    else:
+        if old is not None:
+            _add_delta(session, old.key(), {k: -v for k, v in old.vector().items()})
+        if new is not None:
+            _add_delta(session, new.key(), new.vector())
     _store_item(item, new)
     session.add(item)
     return True
@@ -260,10 +285,13 @@ def _signed_ok_for_blob(session: Session, sha256: str | None) -> bool:
 def apply_delivery(session: Session, delivery_id: int) -> bool:
     """Bring one delivery's incoming item up to date; True if a cell changed."""
     item = _locked_item(session, "dlv", delivery_id)
-    delivery = session.get(Delivery, delivery_id, populate_existing=True)
-    doc = session.get(Document, delivery.document_id) if delivery else None
+    found = session.exec(select(Delivery, Document)
+                         .join(Document, col(Document.id) == Delivery.document_id)
+                         .where(Delivery.id == delivery_id)
+                         .execution_options(populate_existing=True)).first()
     new = None
-    if delivery is not None and doc is not None:
+    if found is not None:
+        delivery, doc = found
         new = delivery_contribution(delivery, doc, _signed_ok_for_blob(session, doc.file_sha256))
     return _apply(session, item, new)
 
@@ -397,27 +425,14 @@ def reconcile(session: Session, *, fix: bool = True) -> StatsReconcileRun:
                 if row is not None:
                     _store_item(row, None)
                     session.add(row)
-    stored_cells = {(c.agency_id, c.day, c.direction): c
-                    for c in session.exec(select(StatsCell)).all()}
-    for key in set(stored_cells) | set(expected_cells):
-        drift.cells_checked += 1
-        want = expected_cells.get(key, {})
-        cell = stored_cells.get(key)
-        have = {name: getattr(cell, name) for name in CELL_COLUMNS} if cell else {}
-        if all(have.get(n, 0) == want.get(n, 0) for n in CELL_COLUMNS):
-            continue
-        drift.cells_fixed += 1
-        if len(drift.examples) < 20:
-            drift.examples.append({
-                "agency_id": key[0], "day": key[1].isoformat(), "direction": key[2],
-                "differences": {n: {"stored": have.get(n, 0), "expected": want.get(n, 0)}
-                                for n in CELL_COLUMNS if have.get(n, 0) != want.get(n, 0)}})
-        if fix:
-            if cell is None:
-                cell = StatsCell(agency_id=key[0], day=key[1], direction=key[2])
-            for name in CELL_COLUMNS:
-                setattr(cell, name, want.get(name, 0))
-            session.add(cell)
+    expected_months: dict[tuple[int, date, str], dict[str, int]] = defaultdict(
+        lambda: defaultdict(int))
+    for (agency_id, day, direction), values in expected_cells.items():
+        month = expected_months[(agency_id, _month_of(day), direction)]
+        for name, amount in values.items():
+            month[name] += amount
+    _compare(session, StatsCell, "day", expected_cells, drift, fix)
+    _compare(session, StatsMonth, "month", expected_months, drift, fix)
     run.finished_at = utcnow()
     run.cells_checked, run.cells_fixed, run.items_fixed = (drift.cells_checked,
                                                            drift.cells_fixed, drift.items_fixed)
@@ -439,6 +454,34 @@ def reconcile(session: Session, *, fix: bool = True) -> StatsReconcileRun:
     return run
 
 
+def _compare(session: Session, model: Any, period: str,
+             expected: dict[tuple[int, date, str], dict[str, int]], drift: Drift,
+             fix: bool) -> None:
+    """Compare stored aggregate rows with the expected ones; overwrite those that differ."""
+    stored = {(c.agency_id, getattr(c, period), c.direction): c
+              for c in session.exec(select(model)).all()}
+    for key in set(stored) | set(expected):
+        drift.cells_checked += 1
+        want = expected.get(key, {})
+        cell = stored.get(key)
+        have = {name: getattr(cell, name) for name in CELL_COLUMNS} if cell else {}
+        if all(have.get(n, 0) == want.get(n, 0) for n in CELL_COLUMNS):
+            continue
+        drift.cells_fixed += 1
+        if len(drift.examples) < 20:
+            drift.examples.append({
+                "table": model.__tablename__, "agency_id": key[0], period: key[1].isoformat(),
+                "direction": key[2],
+                "differences": {n: {"stored": have.get(n, 0), "expected": want.get(n, 0)}
+                                for n in CELL_COLUMNS if have.get(n, 0) != want.get(n, 0)}})
+        if fix:
+            if cell is None:
+                cell = model(agency_id=key[0], direction=key[2], **{period: key[1]})
+            for name in CELL_COLUMNS:
+                setattr(cell, name, want.get(name, 0))
+            session.add(cell)
+
+
 def _stored_items(session: Session, batch: list[tuple[str, int, Contribution | None]]
                   ) -> dict[tuple[str, int], Contribution | None]:
     found: dict[tuple[str, int], Contribution | None] = {}
@@ -456,6 +499,7 @@ def rebuild(session: Session) -> int:
     """Drop and rebuild every aggregate in bulk (first install, benchmarks); items written."""
     session.execute(text("DELETE FROM stats_items"))
     session.execute(text("DELETE FROM stats_cells"))
+    session.execute(text("DELETE FROM stats_months"))
     cells: dict[tuple[int, date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     items_table = StatsItem.__table__  # type: ignore[attr-defined]
     written = 0
@@ -475,9 +519,16 @@ def rebuild(session: Session) -> int:
             written += len(rows)
     cell_rows = [{"agency_id": k[0], "day": k[1], "direction": k[2],
                   **{c: v.get(c, 0) for c in CELL_COLUMNS}} for k, v in cells.items()]
-    for start in range(0, len(cell_rows), 5000):
-        session.execute(StatsCell.__table__.insert(),  # type: ignore[attr-defined]
-                        cell_rows[start:start + 5000])
+    months: dict[tuple[int, date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (agency_id, day, direction), values in cells.items():
+        for name, amount in values.items():
+            months[(agency_id, _month_of(day), direction)][name] += amount
+    month_rows = [{"agency_id": k[0], "month": k[1], "direction": k[2],
+                   **{c: v.get(c, 0) for c in CELL_COLUMNS}} for k, v in months.items()]
+    for model, rows in ((StatsCell, cell_rows), (StatsMonth, month_rows)):
+        for start in range(0, len(rows), 5000):
+            session.execute(model.__table__.insert(),  # type: ignore[attr-defined]
+                            rows[start:start + 5000])
     session.flush()
     return written
 
@@ -496,20 +547,61 @@ class Totals:
             self.values[name] += int(source.get(name) or 0)
 
 
+def split_range(start: date, end: date) -> list[tuple[str, date, date]]:
+    """Cover [start, end] with whole months (month table) and edge days (day table)."""
+    import calendar
+
+    parts: list[tuple[str, date, date]] = []
+    first_full = start if start.day == 1 else _next_month(start)
+    last_day = calendar.monthrange(end.year, end.month)[1]
+    after_full = _next_month(end) if end.day == last_day else end.replace(day=1)
+    if first_full >= after_full:
+        return [("day", start, end)]
+    if start < first_full:
+        parts.append(("day", start, first_full - timedelta(days=1)))
+    parts.append(("month", first_full, after_full - timedelta(days=1)))
+    if after_full <= end:
+        parts.append(("day", after_full, end))
+    return parts
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+
+
 def sum_cells(session: Session, start: date, end: date, agency_ids: Iterable[int] | None,
               by_month: bool = False) -> list[tuple[int, str, str | None, dict[str, int]]]:
-    """(agency_id, direction, month or None, sums) from the cells of a date range."""
-    table = StatsCell.__table__  # type: ignore[attr-defined]
+    """(agency_id, direction, month or None, sums) of a date range, from aggregates only."""
+    merged: dict[tuple[int, str, str | None], dict[str, int]] = {}
+    ids = sorted(agency_ids) if agency_ids is not None else None
+    for source, first, last in split_range(start, end):
+        for agency_id, direction, month, values in _sum_part(session, source, first, last,
+                                                             ids, by_month):
+            key = (agency_id, direction, month)
+            if key in merged:
+                for name in CELL_COLUMNS:
+                    merged[key][name] += values[name]
+            else:
+                merged[key] = values
+    return [(a, d, m, v) for (a, d, m), v in merged.items()]
+
+
+def _sum_part(session: Session, source: str, start: date, end: date,
+              agency_ids: list[int] | None, by_month: bool
+              ) -> list[tuple[int, str, str | None, dict[str, int]]]:
+    model: Any = StatsMonth if source == "month" else StatsCell
+    table = model.__table__
+    period = table.c.month if source == "month" else table.c.day
     month: Any = None
     if by_month:
-        month = (func.to_char(table.c.day, "YYYY-MM")
+        month = (func.to_char(period, "YYYY-MM")
                  if session.get_bind().dialect.name == "postgresql"
-                 else func.strftime("%Y-%m", table.c.day)).label("month")
+                 else func.strftime("%Y-%m", period)).label("month")
     keys = [table.c.agency_id, table.c.direction] + ([month] if by_month else [])
     query = (select(*keys, *[func.sum(table.c[name]).label(name) for name in CELL_COLUMNS])
-             .where(table.c.day >= start).where(table.c.day <= end))
+             .where(period >= start).where(period <= end))
     if agency_ids is not None:
-        query = query.where(table.c.agency_id.in_(sorted(agency_ids)))
+        query = query.where(table.c.agency_id.in_(agency_ids))
     query = query.group_by(*keys)
     result = []
     for row in session.execute(query).all():

@@ -67,6 +67,53 @@ def upgrade() -> None:
     )
     op.create_index("ix_stats_cells_day", "stats_cells", ["day"])
     op.create_table(
+        "stats_months",
+        sa.Column("agency_id", sa.Integer(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column('electronic', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('paper', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('recalled', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('also_on_paper', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('signed_ok', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('acknowledged', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_on_time', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('completed', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('with_due', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_by_due', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h0', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h1', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h2', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h3', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h4', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h5', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h6', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h7', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h8', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h9', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h10', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h11', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h12', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h13', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('ack_h14', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h0', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h1', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h2', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h3', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h4', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h5', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h6', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h7', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h8', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h9', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h10', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h11', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h12', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h13', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done_h14', sa.Integer(), nullable=False, server_default='0'),
+        sa.PrimaryKeyConstraint("agency_id", "month", "direction"),
+    )
+    op.create_table(
         "stats_items",
         sa.Column("kind", sa.String(length=3), nullable=False),
         sa.Column("ref_id", sa.Integer(), nullable=False),
@@ -110,5 +157,6 @@ def downgrade() -> None:
             batch.drop_column(name)
     op.drop_table("stats_reconcile_runs")
     op.drop_table("stats_items")
+    op.drop_table("stats_months")
     op.drop_index("ix_stats_cells_day", table_name="stats_cells")
     op.drop_table("stats_cells")
