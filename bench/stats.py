@@ -222,7 +222,7 @@ def _run(url: str, args: argparse.Namespace, data_dir: Path) -> int:
             session.add(delivery)
             session.commit()
             started = time.perf_counter()
-            service.apply_delivery(session, delivery_id)
+            service.apply_event(session, "delivery", delivery_id)
             session.commit()
             costs.append((time.perf_counter() - started) * 1000)
     with new_session() as session:
