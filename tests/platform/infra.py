@@ -149,8 +149,8 @@ def point_app_at(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> N
     import workers.celery_app as celery_module
 
     celery_module.celery_app.conf.broker_url = settings["EOFFICE_BROKER_URL"]
-    celery_module.celery_app.conf.broker_transport_options = {"polling_interval": 0.1,
-                                                              "visibility_timeout": 3600}
+    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
+        settings["EOFFICE_BROKER_URL"], 0.1)
     reset_producer_pool()
 
 
@@ -174,7 +174,10 @@ def restore_app_broker() -> None:
     from eoffice.settings import get_settings
 
     get_settings.cache_clear()
-    celery_module.celery_app.conf.broker_url = get_settings().broker_url
+    settings = get_settings()
+    celery_module.celery_app.conf.broker_url = settings.broker_url
+    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
+        settings.broker_url, settings.broker_polling_interval)
     reset_producer_pool()
 
 

@@ -105,8 +105,10 @@ def test_json_formatter_and_queue_depths(monkeypatch, tmp_path) -> None:  # type
     from tests.platform.infra import reset_producer_pool
 
     broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
-    old = celery_module.celery_app.conf.broker_url
-    celery_module.celery_app.conf.broker_url = broker
+    conf = celery_module.celery_app.conf
+    old, old_options = conf.broker_url, conf.broker_transport_options
+    conf.broker_url = broker
+    conf.broker_transport_options = celery_module.transport_options(broker, 0.1)
     reset_producer_pool()
     try:
         for _ in range(2):
@@ -114,5 +116,5 @@ def test_json_formatter_and_queue_depths(monkeypatch, tmp_path) -> None:  # type
         depths = _queue_depths()
         assert depths["stats"] == 2 and depths["fast"] == 0
     finally:
-        celery_module.celery_app.conf.broker_url = old
+        conf.broker_url, conf.broker_transport_options = old, old_options
         reset_producer_pool()
