@@ -47,12 +47,15 @@ def test_reconcile_logs_and_fixes_drift(env: Env, as_user: Clients,
 def test_charts_and_signed_monthly_report(sqlite_env: Env, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from eoffice.agencies.demo import demo_agencies
     from eoffice.app import create_app
     from eoffice.settings import get_settings
     from eoffice.signing.pki import init_pki
     from tests.helpers import login
 
-    init_pki(get_settings().pki_dir)
+    # Only the province seal signs the report: a one-agency PKI keeps the test fast.
+    init_pki(get_settings().pki_dir, agencies=demo_agencies()[:1], users=[],
+             with_images=False)
     with TestClient(create_app()) as client:
         def headers(name: str) -> dict[str, str]:
             return login(client, name, sqlite_env.password(name))
