@@ -26,8 +26,11 @@ def test_files_queued_behind_a_hanging_file_are_still_verified(
     # file already queued on it must be handed to its replacement.
     hang = tmp_path / "hang.pdf"
     os.mkfifo(hang)
-    opts = VerifyOptions(trust_roots=[pki.root.asn1], revocation="off", time_limit_s=1.0)
-    files = [good, hang, good, good, hang, good]
+    # Generous for a ~3 ms file: the machine may be loaded by other test runs.
+    opts = VerifyOptions(trust_roots=[pki.root.asn1], revocation="off", time_limit_s=2.5)
+    # Worker 1 holds files 0 and 1; once 0 is done, file 4 waits behind the hanging file 1
+    # (with two workers, 2 and 3 go to worker 2).
+    files = [good, hang, good, good, good]
     reports = list(verify_files(files, opts, workers=workers))
     assert [Path(r["file"]).name for r in reports] == [p.name for p in files]
     expected = ["INDETERMINATE" if p == hang else "TOTAL_PASSED" for p in files]
