@@ -492,6 +492,8 @@ class StatsCell(SQLModel, table=True):
     """
 
     __tablename__ = "stats_cells"
+    # Period reads filter on day across all agencies.
+    __table_args__ = (Index("ix_stats_cells_day", "day"),)
 
     agency_id: int = Field(primary_key=True)
     day: date = Field(primary_key=True)

@@ -92,6 +92,48 @@ def _pg_exec(sql: str) -> None:
     engine.dispose()
 
 
+class _Dropper:
+    """Drops finished test databases on a background thread: DROP DATABASE waits for a
+    checkpoint, which need not hold up the next test."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.jobs: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (name := self.jobs.get()) is not None:
+            try:
+                _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception:  # a leftover test database is harmless
+                pass
+
+    def drop(self, name: str) -> None:
+        self.jobs.put(name)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=600)
+
+
+_dropper: _Dropper | None = None
+
+
+def drop_later(name: str) -> None:
+    global _dropper
+    if _dropper is None:
+        _dropper = _Dropper()
+    _dropper.drop(name)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _dropper is not None:
+        _dropper.close()
+
+
 def pg_available() -> bool:
     if not PG_URL:
         if IN_CI:
@@ -168,7 +210,7 @@ def _make_env(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
         get_engine().dispose()
         _restore_env(previous)
         if cleanup:
-            _pg_exec(f'DROP DATABASE IF EXISTS "{cleanup}" WITH (FORCE)')
+            drop_later(cleanup)
 
 
 def _backends() -> list[Any]:

@@ -90,8 +90,10 @@ def send_document(session: Session, principal: Principal, document: Document,
         session.add(delivery)
         created.append(delivery)
     session.flush()
-    for delivery in created:
-        _event(session, delivery, "queued", principal, transport="queued")
+    # One event per new delivery, written in bulk; the audit entry below names them all.
+    session.add_all([DeliveryEvent(delivery_id=d.id or 0, action="queued",
+                                   transport_status="queued", actor_user_id=principal.user_id,
+                                   actor_agency_id=principal.agency_id) for d in created])
     document.status = "sent"
     document.sent_at = document.sent_at or utcnow()
     document.updated_at = utcnow()
@@ -104,16 +106,24 @@ def send_document(session: Session, principal: Principal, document: Document,
     enqueue_document(session, document.id or 0)
     record(session, actor=principal.name, action="document.sent", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
-           data={"recipients": [r.agency.code for r in resolved]})
+           data={"recipients": [r.agency.code for r in resolved],
+                 "deliveries_queued": [d.id for d in created]})
     return list(session.exec(select(Delivery).where(Delivery.document_id == document.id)
                              .order_by(col(Delivery.id))).all())
 
 
 def deliver(session: Session, document_id: int) -> int:
-    """Place queued deliveries into the receivers' inboxes (status 01); safe to repeat."""
+    """Place queued deliveries into the receivers' inboxes (status 01); safe to repeat.
+
+    A fan-out to a hundred receivers is one transaction with bulk writes, one audit entry,
+    one batched status notification and one arrival check of the (shared) file: per-receiver
+    round trips and tasks are what made large sends slow.
+    """
     queued = session.exec(select(Delivery).where(Delivery.document_id == document_id)
                           .where(col(Delivery.transport_status).in_(["queued", "retried"]))
-                          .with_for_update()).all()
+                          .order_by(col(Delivery.id)).with_for_update()).all()
+    if not queued:
+        return 0
     now = utcnow()
     for delivery in queued:
         delivery.transport_status = "delivered"
@@ -121,9 +131,17 @@ def deliver(session: Session, document_id: int) -> int:
         delivery.delivered_at = now
         delivery.updated_at = now
         delivery.transport_attempts += 1
-        session.add(delivery)
-        _event(session, delivery, "arrived", None, code="01", transport="delivered")
-        enqueue(session, "verification.verify_delivery", delivery.id, queue="crypto")
+    session.add_all(queued)
+    events = [DeliveryEvent(delivery_id=d.id or 0, code="01", action="arrived",
+                            transport_status="delivered", at=now) for d in queued]
+    session.add_all(events)
+    session.flush()
+    record(session, actor="system", action="delivery.arrived", object_type="document",
+           object_id=document_id, agency_id=None,
+           data={"code": "01", "transport": "delivered",
+                 "deliveries": {str(d.id): d.recipient_id for d in queued}})
+    enqueue(session, "exchange.notify_status", [e.id for e in events])
+    enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
     return len(queued)
 
 
@@ -596,13 +614,16 @@ StatusListener = Any
 STATUS_LISTENERS: list[StatusListener] = []
 
 
-def notify_status(session: Session, event_id: int) -> bool:
-    """Deliver one status package to the other side; repeats are no-ops."""
-    event = session.get(DeliveryEvent, event_id)
-    if event is None or event.notified_at is not None:
-        return False
-    event.notified_at = utcnow()
-    session.add(event)
-    for listener in STATUS_LISTENERS:
-        listener(session, event)
-    return True
+def notify_status(session: Session, event_ids: int | list[int]) -> int:
+    """Deliver status packages to the other side; repeats are no-ops. Returns how many."""
+    ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
+    events = session.exec(select(DeliveryEvent).where(col(DeliveryEvent.id).in_(ids))
+                          .where(col(DeliveryEvent.notified_at).is_(None))
+                          .order_by(col(DeliveryEvent.id))).all()
+    now = utcnow()
+    for event in events:
+        event.notified_at = now
+        session.add(event)
+        for listener in STATUS_LISTENERS:
+            listener(session, event)
+    return len(events)

@@ -20,7 +20,7 @@ def deliver(document_id: int) -> int:
 
 
 @celery_app.task(name="exchange.notify_status", **RETRY)
-def notify_status(event_id: int) -> bool:
-    """Tell the other side of a delivery about a business-status change."""
+def notify_status(event_ids: int | list[int]) -> int:
+    """Tell the other side of deliveries about business-status changes."""
     with task_session() as session:
-        return service.notify_status(session, event_id)
+        return service.notify_status(session, event_ids)

@@ -229,6 +229,36 @@ def plan_delivery_check(session: Session, delivery_id: int) -> CheckPlan | None:
                      revision_id=_revision_id(session, document), delivery_ids=[delivery_id])
 
 
+def plan_arrivals_check(session: Session, document_id: int) -> CheckPlan | None:
+    """One check of a document's file for all its arrived, not yet checked deliveries."""
+    document = session.get(Document, document_id)
+    if document is None or not document.file_sha256:
+        return None
+    rows = session.exec(
+        select(Delivery, VerificationReport)
+        .join(VerificationReport, col(VerificationReport.id) == Delivery.verification_report_id,
+              isouter=True)
+        .where(Delivery.document_id == document_id)
+        .where(Delivery.transport_status == "delivered")
+        .order_by(col(Delivery.id))).all()
+    pending = [d for d, r in rows
+               if d.id is not None and (r is None or r.blob_sha256 != document.file_sha256)]
+    if not pending:
+        return None  # every arrival was checked already (outbox may publish twice)
+    roots, state = trust.trust_roots(session)
+    reuse = _reusable(session, document, state)
+    if reuse is not None:
+        for delivery in pending:
+            _apply_verdict(session, delivery, reuse)
+        return None
+    return CheckPlan(blob_sha256=document.file_sha256, file_name=document.file_name or
+                     "document.pdf", trust_state=state, roots_der=[c.dump() for c in roots],
+                     revocation=get_settings().verify_revocation, decree30=True,
+                     purpose="arrival", document_id=document.id,
+                     revision_id=_revision_id(session, document),
+                     delivery_ids=[d.id for d in pending if d.id is not None])
+
+
 def run_check(plan: CheckPlan) -> dict[str, Any]:
     """Verify the planned file (no database access)."""
     from eoffice.blobs.service import get_blob_store

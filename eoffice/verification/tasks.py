@@ -37,6 +37,18 @@ def verify_delivery(delivery_id: int) -> int | None:
         return service.store_check(session, plan, report)
 
 
+@celery_app.task(name="verification.verify_arrivals", **RETRY)
+def verify_arrivals(document_id: int) -> int | None:
+    """Verify a document's file once for every delivery that arrived (idempotent)."""
+    with task_session() as session:
+        plan = service.plan_arrivals_check(session, document_id)
+    if plan is None:
+        return None
+    report = service.run_check(plan)
+    with task_session() as session:
+        return service.store_check(session, plan, report)
+
+
 @celery_app.task(name="verification.reverify", **RETRY)
 def reverify(limit: int | None = None) -> int:
     """Re-verify documents whose verdict used another trust state or is too old."""
