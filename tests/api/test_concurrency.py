@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from sqlmodel import select
-
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from tests.conftest import Env
 from tests.helpers import create_document, login
@@ -15,12 +14,11 @@ PARALLEL = 12
 
 
 def test_parallel_issuance_gives_unique_consecutive_numbers(pg_env: Env) -> None:
+    from eoffice.app import create_app
     from eoffice.db import new_session
     from eoffice.documents.service import issue_document
     from eoffice.models import Document, User
     from eoffice.users.service import principal_for_user
-
-    from eoffice.app import create_app
 
     with TestClient(create_app()) as client:
         headers = login(client, "clerk.tinh", pg_env.password("clerk.tinh"))
