@@ -27,16 +27,19 @@ def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> Out
     message = OutboxMessage(task=task, args=list(args), queue=queue,
                             request_id=current_request_id())
     session.add(message)
-    session.info.setdefault(_PENDING_KEY, []).append(message.id)
+    session.info.setdefault(_PENDING_KEY, []).append(
+        OutboxMessage(id=message.id, task=task, args=list(args), queue=queue,
+                      request_id=message.request_id))
     return message
 
 
 @event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
-    ids = session.info.pop(_PENDING_KEY, None)
-    if ids:
-        # Publishing needs its own transaction; the committed one is finished.
-        publish_ids(ids)
+    committed = session.info.pop(_PENDING_KEY, None)
+    if committed:
+        # The rows are committed and their content is known: publish straight away and mark
+        # them in one statement (the relay covers a crash in between).
+        publish_rows(committed)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -50,7 +53,6 @@ def publish_ids(ids: list[str]) -> int:
     No transaction is held while publishing: an eager task (tests) or a slow broker must
     not block writers. A row published twice by two relays is harmless (idempotent tasks).
     """
-    from sqlalchemy import update
 
     from eoffice.db import new_session
 
@@ -58,6 +60,15 @@ def publish_ids(ids: list[str]) -> int:
         rows = list(session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(ids))
                                  .where(col(OutboxMessage.published_at).is_(None))).all())
         session.commit()
+    return publish_rows(rows)
+
+
+def publish_rows(rows: list[OutboxMessage]) -> int:
+    """Publish detached outbox rows and record which went out."""
+    from sqlalchemy import update
+
+    from eoffice.db import new_session
+
     done = [row.id for row in rows if _publish(row)]
     failed = [row.id for row in rows if row.id not in done]
     with new_session() as session:

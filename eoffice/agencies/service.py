@@ -68,7 +68,11 @@ class AgencyTree:
 
     @classmethod
     def load(cls, session: Session) -> AgencyTree:
-        return cls(list(session.exec(select(Agency)).all()))
+        """Every agency as light rows (the columns routing needs), not ORM objects."""
+        rows = session.exec(select(Agency.id, Agency.code, Agency.name, Agency.level,  # type: ignore[call-overload]
+                                   Agency.parent_id, Agency.successor_id, Agency.active,
+                                   Agency.abbreviation)).all()
+        return cls(rows)
 
     def subtree_ids(self, root_id: int) -> set[int]:
         seen = {root_id}
