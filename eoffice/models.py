@@ -373,8 +373,13 @@ class AuditEvent(SQLModel, table=True):
     object_type: str = Field(max_length=32)
     object_id: str = Field(max_length=64)
     data: dict[str, Any] | None = json_column({})
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    # Set when the entry is sealed into the chain (shortly after its transaction commits):
+    # `seq` is its place in the chain, `prev_hash` the hash of the entry before it.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, unique=True,
+                                                           nullable=True))
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, sa_column=Column(String(64), unique=True,
+                                                            nullable=True))
 
 
 # --- verification: trust store and audit anchors (verification engineer) ------------------

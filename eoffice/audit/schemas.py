@@ -19,8 +19,9 @@ class AuditEventOut(BaseModel):
     object_type: str
     object_id: str
     data: dict[str, Any] | None
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None
+    seq: int | None = None
 
 
 class AuditPage(BaseModel):

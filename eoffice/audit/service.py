@@ -1,27 +1,37 @@
-"""Hash-chained audit trail: each entry carries the hash of the one before it."""
+"""Hash-chained audit trail: each entry carries the hash of the one before it.
+
+Business transactions only insert their entries; a sequencer seals committed entries into the
+chain right after the commit (and beat repeats it). A single chain needs a single writer: had
+every request taken the chain lock, two transactions that also lock business rows in the
+opposite order (a receiver accepting while a worker stores a verdict) would deadlock, and every
+write in the province would queue behind one lock.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from asn1crypto import cms
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
 from eoffice.settings import get_settings
 
 GENESIS = "0" * 64
+log = logging.getLogger(__name__)
 
 
 def _canonical(event: AuditEvent) -> bytes:
     body = {
+        "seq": event.seq,
         "prev": event.prev_hash,
         "at": event.at.isoformat(timespec="microseconds"),
         "actor": event.actor,
@@ -39,24 +49,65 @@ def entry_hash(event: AuditEvent) -> str:
     return hashlib.sha256(_canonical(event)).hexdigest()
 
 
+_PENDING = "eoffice_audit_pending"
+
+
 def record(session: Session, *, actor: str, action: str, object_type: str, object_id: Any,
            agency_id: int | None = None, data: dict[str, Any] | None = None) -> AuditEvent:
-    """Append one entry (inside the caller's transaction)."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise appenders so two transactions never chain onto the same predecessor.
-        session.exec(text("SELECT pg_advisory_xact_lock(727274)"))  # type: ignore[call-overload]
-    last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc())
-                        .limit(1)).first()
-    now = utcnow()
-    event = AuditEvent(at=now.replace(microsecond=now.microsecond), actor=actor,
-                       agency_id=agency_id, action=action, object_type=object_type,
-                       object_id=str(object_id), data=json.loads(json.dumps(data or {},
-                                                                            default=str)),
-                       prev_hash=last or GENESIS, hash="")
-    event.hash = entry_hash(event)
+    """Append one entry inside the caller's transaction; it is sealed after the commit."""
+    event = AuditEvent(at=utcnow(), actor=actor, agency_id=agency_id, action=action,
+                       object_type=object_type, object_id=str(object_id),
+                       data=json.loads(json.dumps(data or {}, default=str)))
     session.add(event)
     session.flush()
+    session.info[_PENDING] = True
     return event
+
+
+@event.listens_for(Session, "after_commit")
+def _seal_after_commit(session: Session) -> None:
+    if session.info.pop(_PENDING, False):
+        from eoffice.db import new_session
+
+        try:
+            with new_session() as sealer:
+                seal(sealer)
+                sealer.commit()
+        except Exception:  # beat seals what is left; the request already succeeded
+            log.warning("audit sealing after commit failed; beat will retry", exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def seal(session: Session, limit: int = 5000) -> int:
+    """Chain committed, unsealed entries in id order; the one writer of the chain."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(text("SELECT pg_advisory_xact_lock(727274)"))  # type: ignore[call-overload]
+    head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
+                        .where(col(AuditEvent.seq).is_not(None))
+                        .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+    seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+    pending = session.exec(select(AuditEvent).where(col(AuditEvent.seq).is_(None))
+                           .order_by(col(AuditEvent.id)).limit(limit)).all()
+    for entry in pending:
+        seq += 1
+        entry.seq = seq
+        entry.prev_hash = prev
+        entry.hash = entry_hash(entry)
+        prev = entry.hash
+        session.add(entry)
+    session.flush()
+    return len(pending)
+
+
+def unsealed_count(session: Session) -> int:
+    from sqlalchemy import func
+
+    return int(session.exec(select(func.count()).select_from(AuditEvent)
+                            .where(col(AuditEvent.seq).is_(None))).one())
 
 
 @dataclass
@@ -75,45 +126,52 @@ class ChainCheck:
 
 
 def iter_events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
-    last_id = 0
+    """Sealed entries in chain order."""
+    last_seq = 0
     while True:
-        rows = session.exec(select(AuditEvent).where(col(AuditEvent.id) > last_id)
-                            .order_by(col(AuditEvent.id)).limit(batch)).all()
+        rows = session.exec(select(AuditEvent).where(col(AuditEvent.seq) > last_seq)
+                            .order_by(col(AuditEvent.seq)).limit(batch)).all()
         if not rows:
             return
         yield from rows
-        last_id = rows[-1].id or last_id
+        last_seq = rows[-1].seq or last_seq
 
 
 def verify_chain(session: Session) -> ChainCheck:
     """Recompute every hash and check every anchor; name the first entry that does not match.
 
-    Deleting rows breaks the link of the next entry; deleting the tail is caught up to the
-    last anchor (an RFC 3161 token over the hash of an entry that must still be there).
+    Deleting rows leaves a gap in the sequence and breaks the next link; deleting the tail is
+    caught up to the last anchor (an RFC 3161 token over the hash of an entry that must still
+    be there).
     """
     prev = GENESIS
-    prev_id = 0
+    prev_seq = 0
     checked = 0
-    for event in iter_events(session):
-        if event.prev_hash != prev:
-            gap = (f" (entries {prev_id + 1}..{(event.id or 0) - 1} are missing)"
-                   if event.id and event.id > prev_id + 1 else "")
-            return ChainCheck(False, checked, event.id,
+    for entry in iter_events(session):
+        if entry.seq != prev_seq + 1 or entry.prev_hash != prev:
+            gap = (f" (chain positions {prev_seq + 1}..{(entry.seq or 0) - 1} are missing)"
+                   if entry.seq and entry.seq > prev_seq + 1 else "")
+            return ChainCheck(False, checked, entry.id,
                               f"link to previous entry broken{gap}")
-        if entry_hash(event) != event.hash:
-            return ChainCheck(False, checked, event.id, "entry content altered")
-        prev = event.hash
-        prev_id = event.id or prev_id
+        if entry_hash(entry) != entry.hash:
+            return ChainCheck(False, checked, entry.id, "entry content altered")
+        prev = entry.hash
+        prev_seq = entry.seq
         checked += 1
-    return _check_anchors(session, ChainCheck(True, checked))
+    result = _check_anchors(session, ChainCheck(True, checked))
+    waiting = unsealed_count(session)
+    if waiting:
+        result.notes.append(f"{waiting} entries committed but not yet sealed")
+    return result
 
 
 # --- anchoring: RFC 3161 timestamps over the chain head ------------------------------------
 
 def chain_head(session: Session) -> tuple[int, str] | None:
-    """(id, hash) of the newest entry, or None for an empty trail."""
+    """(id, hash) of the newest sealed entry, or None for an empty trail."""
     row = session.exec(select(AuditEvent.id, AuditEvent.hash)
-                       .order_by(col(AuditEvent.id).desc()).limit(1)).first()
+                       .where(col(AuditEvent.seq).is_not(None))
+                       .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
     return (int(row[0]), str(row[1])) if row else None
 
 
@@ -205,7 +263,8 @@ def describe(check: ChainCheck) -> str:
     """The one-line verdict `eoffice audit verify` prints."""
     if check.ok:
         anchors = f", {check.anchors} timestamp anchors valid" if check.anchors else ""
-        return f"audit chain intact: {check.checked} entries{anchors}"
+        notes = f" ({'; '.join(check.notes)})" if check.notes else ""
+        return f"audit chain intact: {check.checked} entries{anchors}{notes}"
     return f"audit chain BROKEN at entry {check.broken_id}: {check.reason}"
 
 

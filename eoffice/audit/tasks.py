@@ -17,7 +17,16 @@ log = logging.getLogger(__name__)
 BEAT_SCHEDULE = {
     "audit-anchor": {"task": "audit.anchor",
                      "schedule": get_settings().audit_anchor_minutes * 60.0},
+    # Entries are sealed right after their commit; this catches a process that died between.
+    "audit-seal": {"task": "audit.seal", "schedule": 10.0},
 }
+
+
+@celery_app.task(name="audit.seal")
+def seal() -> int:
+    """Chain committed entries that are not sealed yet."""
+    with task_session() as session:
+        return service.seal(session)
 
 
 @celery_app.task(name="audit.anchor", autoretry_for=(TimestampRequestError, OSError,
