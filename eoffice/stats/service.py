@@ -216,18 +216,22 @@ def _month_of(day: date) -> date:
     return day.replace(day=1)
 
 
-def _upsert(session: Session, model: Any, keys: dict[str, Any], delta: dict[str, int]) -> None:
-    """Add a delta to one aggregate row, creating it if needed, in one statement."""
+def _upsert_statement(session: Session, model: Any, keys: dict[str, Any],
+                      delta: dict[str, int]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     table = model.__table__
     stmt = insert(table).values({**keys, **delta})
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: table.c[name] + stmt.excluded[name] for name in delta})
-    session.execute(stmt)
+
+
+def _upsert(session: Session, model: Any, keys: dict[str, Any], delta: dict[str, int]) -> None:
+    """Add a delta to one aggregate row, creating it if needed, in one statement."""
+    session.execute(_upsert_statement(session, model, keys, delta))
 
 
 def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, int]) -> None:
@@ -236,10 +240,10 @@ def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, in
     if not delta:
         return
     agency_id, day, direction = key
-    _upsert(session, StatsCell, {"agency_id": agency_id, "day": day, "direction": direction},
-            delta)
-    _upsert(session, StatsMonth, {"agency_id": agency_id, "month": _month_of(day),
-                                  "direction": direction}, delta)
+    day_keys = {"agency_id": agency_id, "day": day, "direction": direction}
+    month_keys = {"agency_id": agency_id, "month": _month_of(day), "direction": direction}
+    _upsert(session, StatsCell, day_keys, delta)
+    _upsert(session, StatsMonth, month_keys, delta)
 
 
 def _locked_item(session: Session, kind: str, ref_id: int) -> StatsItem:
@@ -285,14 +289,24 @@ def _signed_ok_for_blob(session: Session, sha256: str | None) -> bool:
 def apply_delivery(session: Session, delivery_id: int) -> bool:
     """Bring one delivery's incoming item up to date; True if a cell changed."""
     item = _locked_item(session, "dlv", delivery_id)
-    found = session.exec(select(Delivery, Document)
+    # The newest verdict on the document's file comes in the same round trip.
+    newest = (select(VerificationReport.id)
+              .where(VerificationReport.blob_sha256 == Document.file_sha256)
+              .order_by(col(VerificationReport.id).desc()).limit(1)
+              .correlate(Document).scalar_subquery())
+    found = session.exec(select(Delivery, Document, VerificationReport.indication,
+                                VerificationReport.report)
                          .join(Document, col(Document.id) == Delivery.document_id)
+                         .join(VerificationReport, col(VerificationReport.id) == newest,
+                               isouter=True)
                          .where(Delivery.id == delivery_id)
                          .execution_options(populate_existing=True)).first()
     new = None
     if found is not None:
-        delivery, doc = found
-        new = delivery_contribution(delivery, doc, _signed_ok_for_blob(session, doc.file_sha256))
+        delivery, doc, indication, report = found
+        signed_ok = bool(doc.file_sha256) and indication is not None \
+            and signature_conformant(indication, report)
+        new = delivery_contribution(delivery, doc, signed_ok)
     return _apply(session, item, new)
 
 
