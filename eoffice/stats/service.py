@@ -242,8 +242,36 @@ def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, in
     agency_id, day, direction = key
     day_keys = {"agency_id": agency_id, "day": day, "direction": direction}
     month_keys = {"agency_id": agency_id, "month": _month_of(day), "direction": direction}
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_day_and_month(session, day_keys, month_keys, delta)
+        return
     _upsert(session, StatsCell, day_keys, delta)
     _upsert(session, StatsMonth, month_keys, delta)
+
+
+def _upsert_day_and_month(session: Session, day_keys: dict[str, Any],
+                          month_keys: dict[str, Any], delta: dict[str, int]) -> None:
+    """Both upserts in one round trip: PostgreSQL runs a data-modifying CTE exactly once."""
+    columns = [c for c in delta if c in StatsCell.__table__.c and c in StatsMonth.__table__.c]
+    if len(columns) != len(delta):
+        raise ValueError(f"unknown aggregate columns {sorted(set(delta) - set(columns))}")
+    names = ", ".join(columns)
+    values = ", ".join(f":v_{c}" for c in columns)
+
+    def adds(table: str) -> str:
+        return ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
+
+    sql = text(
+        f"WITH day_cell AS (INSERT INTO stats_cells (agency_id, day, direction, {names}) "
+        f"VALUES (:agency_id, :day, :direction, {values}) "
+        f"ON CONFLICT (agency_id, day, direction) DO UPDATE SET {adds('stats_cells')} "
+        f"RETURNING 1) "
+        f"INSERT INTO stats_months (agency_id, month, direction, {names}) "
+        f"VALUES (:agency_id, :month, :direction, {values}) "
+        f"ON CONFLICT (agency_id, month, direction) DO UPDATE SET {adds('stats_months')}")
+    session.execute(sql, {"agency_id": day_keys["agency_id"], "day": day_keys["day"],
+                          "month": month_keys["month"], "direction": day_keys["direction"],
+                          **{f"v_{c}": v for c, v in delta.items()}})
 
 
 def _locked_item(session: Session, kind: str, ref_id: int) -> StatsItem:
