@@ -7,6 +7,12 @@ dedicated database (created and dropped here) with COPY, builds the aggregates, 
 - the incremental update cost per status change (apply + commit).
 
     .venv/bin/python bench/stats.py [--documents 1000000] [--url postgresql+psycopg://...]
+
+Measured 2026-11-26 on the 2-core dev machine (load ~1), 1,000,000 documents, 1,884,615
+deliveries: province-wide yearly rate 15.9 ms median vs naive SQL 2,317 ms (146x); per-agency
+monthly table 20.6 ms vs 1,096 ms (53x); incremental update per status change 3.67 ms median
+(p90 5.25 ms). At 100,000 documents the reads take ~13 ms and the update 2.5 ms; the naive
+queries are then only 6-12x slower, since they grow with the data and the aggregates do not.
 """
 
 from __future__ import annotations
