@@ -20,6 +20,7 @@ test: install
 
 lint: install
 	$(UV) run ruff check eoffice workers tests bench
+	$(UV) run mypy eoffice workers
 
 typecheck: install
 	$(UV) run mypy eoffice workers

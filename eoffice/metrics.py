@@ -72,6 +72,7 @@ def record_task_outcome(task: str, outcome: str, seconds: float) -> None:
     import logging
 
     from sqlalchemy import func as sa_func
+    from sqlalchemy import inspect as sa_inspect
 
     from eoffice.db import new_session
     from eoffice.models import TaskStat, utcnow
@@ -84,14 +85,16 @@ def record_task_outcome(task: str, outcome: str, seconds: float) -> None:
                 from sqlalchemy.dialects.postgresql import insert
             else:
                 from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            # SQLModel does not declare __table__ on the class; the mapper's table is the same.
+            columns = sa_inspect(TaskStat).local_table.c
             stmt = insert(TaskStat).values(**values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["task", "outcome"],
-                set_={"count": TaskStat.__table__.c.count + 1,
-                      "total_seconds": TaskStat.__table__.c.total_seconds + seconds,
-                      "max_seconds": sa_func.max(TaskStat.__table__.c.max_seconds, seconds)
+                set_={"count": columns.count + 1,
+                      "total_seconds": columns.total_seconds + seconds,
+                      "max_seconds": sa_func.max(columns.max_seconds, seconds)
                       if session.get_bind().dialect.name == "sqlite"
-                      else sa_func.greatest(TaskStat.__table__.c.max_seconds, seconds),
+                      else sa_func.greatest(columns.max_seconds, seconds),
                       "updated_at": values["updated_at"]})
             session.exec(stmt)  # type: ignore[call-overload]
             session.commit()

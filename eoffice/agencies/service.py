@@ -7,9 +7,10 @@ import io
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlmodel import Session, select
 
@@ -56,23 +57,46 @@ def by_code(session: Session, code: str) -> Agency:
     return agency
 
 
+class AgencyRow(Protocol):
+    """The agency columns routing reads: a light result row from AgencyTree.load or an Agency."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def successor_id(self) -> int | None: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def abbreviation(self) -> str: ...
+
+
 class AgencyTree:
     """The whole directory in memory for one request: it is small (thousands of rows)."""
 
-    def __init__(self, agencies: list[Agency]) -> None:
-        self.by_id = {a.id: a for a in agencies}
-        self.by_code = {a.code: a for a in agencies}
-        self.children: dict[int | None, list[Agency]] = defaultdict(list)
+    def __init__(self, agencies: Sequence[AgencyRow]) -> None:
+        self.by_id: dict[int | None, AgencyRow] = {a.id: a for a in agencies}
+        self.by_code: dict[str, AgencyRow] = {a.code: a for a in agencies}
+        self.children: dict[int | None, list[AgencyRow]] = defaultdict(list)
         for agency in agencies:
             self.children[agency.parent_id].append(agency)
 
     @classmethod
     def load(cls, session: Session) -> AgencyTree:
         """Every agency as light rows (the columns routing needs), not ORM objects."""
+        # sqlmodel's select() overloads stop at four columns; the eight-column call is valid.
         rows = session.exec(select(Agency.id, Agency.code, Agency.name, Agency.level,  # type: ignore[call-overload]
                                    Agency.parent_id, Agency.successor_id, Agency.active,
                                    Agency.abbreviation)).all()
-        return cls(rows)
+        # Result rows expose the selected columns as attributes, which is what AgencyRow names.
+        return cls(cast("Sequence[AgencyRow]", rows))
 
     def subtree_ids(self, root_id: int) -> set[int]:
         seen = {root_id}
@@ -84,7 +108,7 @@ class AgencyTree:
                     stack.append(child.id)
         return seen
 
-    def root_of(self, agency: Agency) -> Agency:
+    def root_of(self, agency: AgencyRow) -> AgencyRow:
         current = agency
         guard = 0
         while current.parent_id is not None and guard < 64:
@@ -92,7 +116,7 @@ class AgencyTree:
             guard += 1
         return current
 
-    def successor(self, agency: Agency) -> Agency:
+    def successor(self, agency: AgencyRow) -> AgencyRow:
         current = agency
         guard = 0
         while current.successor_id is not None and guard < 64:
@@ -100,7 +124,7 @@ class AgencyTree:
             guard += 1
         return current
 
-    def province_members(self, agency: Agency) -> list[Agency]:
+    def province_members(self, agency: AgencyRow) -> list[AgencyRow]:
         root = self.root_of(agency)
         assert root.id is not None
         return [self.by_id[i] for i in self.subtree_ids(root.id)]
@@ -108,11 +132,11 @@ class AgencyTree:
 
 @dataclass(frozen=True)
 class Recipient:
-    agency: Agency
+    agency: AgencyRow
     addressed_to_code: str | None  # set when a merged body was named
 
 
-def may_send(tree: AgencyTree, sender: Agency, recipient: Agency) -> bool:
+def may_send(tree: AgencyTree, sender: AgencyRow, recipient: AgencyRow) -> bool:
     """The configured routing rule."""
     policy = get_settings().routing_policy
     if policy == "open" or recipient.level == "central":
@@ -126,7 +150,7 @@ def may_send(tree: AgencyTree, sender: Agency, recipient: Agency) -> bool:
                               or recipient.parent_id == sender.parent_id)
 
 
-def _expand_group(tree: AgencyTree, sender: Agency, token: str) -> list[Agency]:
+def _expand_group(tree: AgencyTree, sender: AgencyRow, token: str) -> list[AgencyRow]:
     name, _, argument = token.partition(":")
     members = tree.province_members(sender)
     if name == "all-departments":
@@ -162,6 +186,7 @@ def resolve_recipients(session: Session, sender: Agency, tokens: list[str]) -> l
         token = raw.strip()
         is_group = token.startswith("group:") or token.split(":")[0] in {
             g.split(":")[0] for g in GROUPS}
+        targets: list[tuple[AgencyRow, str | None]]
         if is_group:
             targets = [(a, None) for a in _expand_group(tree, sender,
                                                          token.removeprefix("group:"))]
@@ -294,7 +319,7 @@ def _check_no_cycles(session: Session) -> None:
     tree = AgencyTree.load(session)
     for agency in tree.by_id.values():
         seen: set[int | None] = set()
-        current: Agency | None = agency
+        current: AgencyRow | None = agency
         while current is not None and current.parent_id is not None:
             if current.id in seen:
                 raise ValidationFailed(f"parent links of {agency.code} form a cycle",

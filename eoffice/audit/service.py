@@ -89,7 +89,11 @@ def seal(session: Session, limit: int = 5000) -> int:
     head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
                         .where(col(AuditEvent.seq).is_not(None))
                         .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-    seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+    if head is None:
+        seq, prev = 0, GENESIS
+    else:
+        assert head[0] is not None  # the query reads sealed entries only
+        seq, prev = int(head[0]), str(head[1])
     pending = session.exec(select(AuditEvent).where(col(AuditEvent.seq).is_(None))
                            .order_by(col(AuditEvent.id)).limit(limit)).all()
     for entry in pending:
@@ -172,7 +176,10 @@ def chain_head(session: Session) -> tuple[int, str] | None:
     row = session.exec(select(AuditEvent.id, AuditEvent.hash)
                        .where(col(AuditEvent.seq).is_not(None))
                        .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-    return (int(row[0]), str(row[1])) if row else None
+    if row is None:
+        return None
+    assert row[0] is not None  # a stored entry always has its primary key
+    return int(row[0]), str(row[1])
 
 
 def anchor_tsa_url() -> str:

@@ -134,7 +134,7 @@ def next_number(session: Session, agency_id: int, register: str, year: int) -> i
             .where(col(RegisterCounter.register_name) == register)
             .where(col(RegisterCounter.year) == year)
             .values(last_number=RegisterCounter.last_number + 1)
-            .returning(RegisterCounter.last_number))
+            .returning(col(RegisterCounter.last_number)))
     return int(session.execute(stmt).scalar_one())
 
 

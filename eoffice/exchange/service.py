@@ -518,10 +518,10 @@ def inbox(session: Session, principal: Principal, *, status: str | None = None,
     rows = session.exec(query.order_by(col(Delivery.delivered_at).desc(), col(Delivery.id).desc())
                         .offset(offset).limit(limit)).all()
     items = []
-    for delivery, document, sender in rows:
+    for delivery, document, sender_agency in rows:
         items.append({
-            "delivery_id": delivery.id, "document_id": document.id, "sender": sender.code,
-            "sender_name": sender.name, "subject": document.subject,
+            "delivery_id": delivery.id, "document_id": document.id, "sender": sender_agency.code,
+            "sender_name": sender_agency.name, "subject": document.subject,
             "type_name": document.type_name, "code_number": document.code_number,
             "code_notation": document.code_notation,
             "number_notation": number_notation(document), "priority": document.priority,

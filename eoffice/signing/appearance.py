@@ -113,7 +113,7 @@ def _ring_text(img: Image.Image, text: str, center: float, radius: float,
         size = int(font.size * 1.6)
         glyph = Image.new("RGBA", (size, size), (0, 0, 0, 0))
         ImageDraw.Draw(glyph).text((size / 2, size / 2), ch, font=font, fill=colour, anchor="mm")
-        glyph = glyph.rotate(-(math.degrees(mid) + 90), resample=Image.BICUBIC)
+        glyph = glyph.rotate(-(math.degrees(mid) + 90), resample=Image.Resampling.BICUBIC)
         x = center + radius * math.cos(mid) - size / 2
         y = center + radius * math.sin(mid) - size / 2
         img.alpha_composite(glyph, (int(round(x)), int(round(y))))
@@ -143,7 +143,7 @@ def render_seal_png(agency_name: str, out: Path | None = None, dpi: int = 300) -
         a = math.radians(-90 + k * 36)
         pts.append((c + r * math.cos(a), c + r * math.sin(a)))
     draw.polygon(pts, fill=red)
-    img = img.resize((size, size), Image.LANCZOS)
+    img = img.resize((size, size), Image.Resampling.LANCZOS)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         img.save(out, "PNG", dpi=(dpi, dpi))
@@ -258,6 +258,8 @@ class DecreeStamp(BaseStamp):
         if key not in fonts:
             factory = GlyphAccumulatorFactory(
                 str(font_path("bold" if line.bold else "regular")), font_size=line.size)
+            if self.writer is None:
+                raise ValueError("the stamp has no PDF writer to embed fonts into")
             engine = factory.create_font_engine(self.writer, obj_stream=None)
             name = f"/F{'B' if line.bold else 'R'}{line.size}"
             self.set_resource(category=ResourceType.FONT, name=pdf_name(name),

@@ -237,7 +237,8 @@ async def _check_revocation(signer: Signer, vc: ValidationContext) -> None:
 def _reserve_size(signer: Signer, level: Level) -> int:
     # CMS overhead: certificates + signature + signed attributes, with headroom. A timestamp
     # token carries the TSA chain (~3 certificates) and its own signature.
-    certs = sum(len(c.dump()) for c in (signer.cert_registry or []))
+    registry: Iterable[asn1_x509.Certificate] = signer.cert_registry or []
+    certs = sum(len(c.dump()) for c in registry)
     if signer.signing_cert is not None:
         certs += len(signer.signing_cert.dump())
     size = certs + 4096
@@ -306,7 +307,9 @@ async def async_sign_pdf_file(
                 page_index, _, _ = _page_box(reader, visible.page)
                 new_field_spec = fields.SigFieldSpec(
                     sig_field_name=field_name, on_page=page_index,
-                    box=tuple(round(v, 2) for v in visible.box))
+                    # pyHanko writes the box as PDF reals; its int-only annotation is too narrow
+                    # and int boxes would move Decree 30 positions (given in mm) on the page.
+                    box=tuple(round(v, 2) for v in visible.box))  # type: ignore[arg-type]
             meta = PdfSignatureMetadata(
                 field_name=field_name, md_algorithm=MD,
                 subfilter=fields.SigSeedSubFilter.PADES,
@@ -593,8 +596,9 @@ async def async_prepare_external(
         spec = None
         if visible is not None:
             page_index, _, _ = _page_box(reader, visible.page)
+            # pyHanko writes the box as PDF reals; its int-only annotation is too narrow.
             spec = fields.SigFieldSpec(sig_field_name=field_name, on_page=page_index,
-                                       box=tuple(round(v, 2) for v in visible.box))
+                                       box=tuple(round(v, 2) for v in visible.box))  # type: ignore[arg-type]
         meta = PdfSignatureMetadata(field_name=field_name, md_algorithm=MD,
                                     subfilter=fields.SigSeedSubFilter.PADES,
                                     reason=options.reason, location=options.location)

@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, text
-from sqlmodel import Session, col, select
+from sqlalchemy import Table, func, text
+from sqlalchemy import inspect as sa_inspect
+from sqlmodel import Session, SQLModel, col, select
+from sqlmodel.sql.expression import Select
 
 from eoffice.db import insert_ignore
 from eoffice.models import (
@@ -110,7 +112,7 @@ def acknowledged_on_time(delivered_at: datetime, acknowledged_at: datetime) -> b
     return local_date(acknowledged_at) <= next_working_day(local_date(delivered_at))
 
 
-def signature_conformant(indication: str | None, report: dict[str, Any] | None) -> bool:
+def signature_conformant(indication: str | None, report: Mapping[str, Any] | None) -> bool:
     """TOTAL_PASSED and the Decree 30 check found both required signatures valid."""
     if indication != "TOTAL_PASSED" or not isinstance(report, dict):
         return False
@@ -252,7 +254,8 @@ def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, in
 def _upsert_day_and_month(session: Session, day_keys: dict[str, Any],
                           month_keys: dict[str, Any], delta: dict[str, int]) -> None:
     """Both upserts in one round trip: PostgreSQL runs a data-modifying CTE exactly once."""
-    columns = [c for c in delta if c in StatsCell.__table__.c and c in StatsMonth.__table__.c]
+    columns = [c for c in delta
+               if c in _table(StatsCell).c and c in _table(StatsMonth).c]
     if len(columns) != len(delta):
         raise ValueError(f"unknown aggregate columns {sorted(set(delta) - set(columns))}")
     names = ", ".join(columns)
@@ -311,7 +314,7 @@ def _signed_ok_for_blob(session: Session, sha256: str | None) -> bool:
     row = session.exec(select(VerificationReport.indication, VerificationReport.report)
                        .where(VerificationReport.blob_sha256 == sha256)
                        .order_by(col(VerificationReport.id).desc()).limit(1)).first()
-    return bool(row) and signature_conformant(row[0], row[1])  # type: ignore[index]
+    return row is not None and signature_conformant(row[0], row[1])
 
 
 def apply_delivery(session: Session, delivery_id: int) -> bool:
@@ -391,6 +394,19 @@ _DLV_COLUMNS = (Delivery.id, Delivery.document_id, Delivery.recipient_id,
                 Delivery.acknowledged_at, Delivery.completed_at)
 
 
+def _table(model: type[SQLModel]) -> Table:
+    """A model's Core table (SQLModel does not declare `__table__` to type checkers)."""
+    return cast(Table, sa_inspect(model).local_table)
+
+
+def _select_columns(*columns: Any) -> Select[Any]:
+    """The Select that sqlmodel's select() builds for many columns.
+
+    Its typed overloads stop at four columns.
+    """
+    return Select(*columns)
+
+
 def _conformant_blobs(session: Session) -> set[str]:
     latest: dict[str, bool] = {}
     rows = session.exec(select(VerificationReport.blob_sha256, VerificationReport.indication,
@@ -406,9 +422,11 @@ def expected_items(session: Session, chunk: int = 20000
     """Every item recomputed from the raw rows, in chunks of documents."""
     good = _conformant_blobs(session)
     last_id = 0
+    # execute(), not exec(): the rows are read by column name, which sqlmodel types as tuples.
     while True:
-        docs = session.exec(select(*_DOC_COLUMNS).where(col(Document.id) > last_id)
-                            .order_by(col(Document.id)).limit(chunk)).all()
+        docs = session.execute(_select_columns(*_DOC_COLUMNS)
+                               .where(col(Document.id) > last_id)
+                               .order_by(col(Document.id)).limit(chunk)).all()
         if not docs:
             return
         last_id = docs[-1].id
@@ -416,9 +434,9 @@ def expected_items(session: Session, chunk: int = 20000
         out: list[tuple[str, int, Contribution | None]] = []
         for doc in docs:
             out.append(("doc", doc.id, document_contribution(doc, doc.file_sha256 in good)))
-        deliveries = session.exec(select(*_DLV_COLUMNS)
-                                  .where(col(Delivery.document_id) >= docs[0].id)
-                                  .where(col(Delivery.document_id) <= last_id)).all()
+        deliveries = session.execute(_select_columns(*_DLV_COLUMNS)
+                                     .where(col(Delivery.document_id) >= docs[0].id)
+                                     .where(col(Delivery.document_id) <= last_id)).all()
         for dlv in deliveries:
             doc = by_id[dlv.document_id]
             out.append(("dlv", dlv.id,
@@ -467,10 +485,10 @@ def reconcile(session: Session, *, fix: bool = True) -> StatsReconcileRun:
         if (kind, ref_id) not in seen_items:
             drift.items_fixed += 1
             if fix:
-                row = session.get(StatsItem, (kind, ref_id))
-                if row is not None:
-                    _store_item(row, None)
-                    session.add(row)
+                orphan = session.get(StatsItem, (kind, ref_id))
+                if orphan is not None:
+                    _store_item(orphan, None)
+                    session.add(orphan)
     expected_months: dict[tuple[int, date, str], dict[str, int]] = defaultdict(
         lambda: defaultdict(int))
     for (agency_id, day, direction), values in expected_cells.items():
@@ -547,7 +565,7 @@ def rebuild(session: Session) -> int:
     session.execute(text("DELETE FROM stats_cells"))
     session.execute(text("DELETE FROM stats_months"))
     cells: dict[tuple[int, date, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    items_table = StatsItem.__table__  # type: ignore[attr-defined]
+    items_table = _table(StatsItem)
     written = 0
     for batch in expected_items(session):
         rows = []
@@ -571,10 +589,9 @@ def rebuild(session: Session) -> int:
             months[(agency_id, _month_of(day), direction)][name] += amount
     month_rows = [{"agency_id": k[0], "month": k[1], "direction": k[2],
                    **{c: v.get(c, 0) for c in CELL_COLUMNS}} for k, v in months.items()]
-    for model, rows in ((StatsCell, cell_rows), (StatsMonth, month_rows)):
-        for start in range(0, len(rows), 5000):
-            session.execute(model.__table__.insert(),  # type: ignore[attr-defined]
-                            rows[start:start + 5000])
+    for model, aggregate_rows in ((StatsCell, cell_rows), (StatsMonth, month_rows)):
+        for start in range(0, len(aggregate_rows), 5000):
+            session.execute(_table(model).insert(), aggregate_rows[start:start + 5000])
     session.flush()
     return written
 

@@ -21,6 +21,10 @@ from cryptography.x509.oid import NameOID
 NOT_BEFORE = datetime(2024, 1, 1, tzinfo=UTC)
 NOT_AFTER = datetime(2045, 1, 1, tzinfo=UTC)
 
+# The digests CertificateBuilder.sign accepts (cryptography keeps its own alias private).
+CertificateDigest = (hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+                     | hashes.SHA3_224 | hashes.SHA3_256 | hashes.SHA3_384 | hashes.SHA3_512)
+
 
 @dataclass
 class Identity:
@@ -113,7 +117,7 @@ def issue(
     org: str | None = None,
     given: str | None = None,
     bits: int = 2048,
-    digest: hashes.HashAlgorithm | None = None,
+    digest: CertificateDigest | None = None,
     ca: bool = False,
 ) -> Identity:
     """An end-entity (or CA) certificate issued by ``root``."""
@@ -205,6 +209,7 @@ def make_pdf(pages: int = 1, text_field: bool = False, padding: int = 0) -> byte
             b"/Resources << /Font << /F1 3 0 R >> %s>> %s>>" % (contents_ref, extra_refs, annots)
         )
         if text_field and i == 0:
+            assert ap_ref is not None  # numbered above for the first page's field
             objects.append(
                 b"<< /Type /Annot /Subtype /Widget /FT /Tx /T (Amount) /V (100 VND) "
                 b"/Rect [72 600 272 630] /F 4 /P %d 0 R /AP << /N %d 0 R >> "

@@ -84,9 +84,9 @@ def render_error(request: Request, error: AppError) -> Response:
         if web.expired:
             web.flash(translate(request, "Your session has expired. Please sign in again."),
                       "warning")
-        response = redirect(request, login_url(request))
-        save_session(request, response, web)
-        return response
+        sign_in = redirect(request, login_url(request))
+        save_session(request, sign_in, web)
+        return sign_in
     message = error_message(request, error)
     if is_htmx(request):
         response: Response = render(request, "_alert.html",
