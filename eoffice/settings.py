@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = 5.0
     seed_demo: bool = True
     log_json: bool = False
+    broker_visibility_timeout: int = 3600
+    requeue_queued_after_seconds: int = 120
     # --- signing jobs (issue 3): how long POST /documents/{id}/sign waits for the worker to
     # prepare, retry policy for TSA/OCSP outages, where the organisation seal keys live ---
     sign_prepare_wait_seconds: float = 30.0

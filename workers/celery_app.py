@@ -33,7 +33,8 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
     return {"queue": "fast"}
 
 
-def transport_options(broker_url: str, polling_interval: float) -> dict[str, Any]:
+def transport_options(broker_url: str, polling_interval: float,
+                      visibility_timeout: int = 3600) -> dict[str, Any]:
     """Broker options; kombu's SQLAlchemy transport hands its options to create_engine."""
     if broker_url.startswith("sqla+"):
         from kombu.transport import sqlalchemy as sqla_transport
@@ -41,7 +42,7 @@ def transport_options(broker_url: str, polling_interval: float) -> dict[str, Any
         # The embedded broker polls the database: the class attribute is its only knob.
         sqla_transport.Transport.polling_interval = polling_interval
         return {}
-    return {"visibility_timeout": 3600}
+    return {"visibility_timeout": visibility_timeout}
 
 
 def make_celery() -> Celery:
@@ -60,12 +61,15 @@ def make_celery() -> Celery:
         task_routes=(_route,),
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(settings.broker_url,
-                                                   settings.broker_polling_interval),
+                                                   settings.broker_polling_interval,
+                                                   settings.broker_visibility_timeout),
         worker_hijack_root_logger=False,
         timezone="UTC",
         beat_schedule={
             "outbox-relay": {"task": "housekeeping.relay_outbox",
                              "schedule": settings.outbox_relay_seconds},
+            "requeue-stuck-deliveries": {"task": "housekeeping.requeue_stuck_deliveries",
+                                         "schedule": 60.0},
         },
     )
     return app

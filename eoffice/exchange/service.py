@@ -145,6 +145,21 @@ def deliver(session: Session, document_id: int) -> int:
     return len(queued)
 
 
+def requeue_stuck(session: Session, older_than_seconds: int) -> list[int]:
+    """Documents with deliveries still queued long after sending get their fan-out again.
+
+    The outbox guarantees the task reached the broker; this covers a worker node that died
+    holding it, without waiting for the broker's visibility timeout. `deliver` is idempotent.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    ids = sorted({int(i) for i in session.exec(
+        select(Delivery.document_id).where(col(Delivery.transport_status) == "queued")
+        .where(col(Delivery.created_at) < cutoff)).all()})
+    for document_id in ids:
+        enqueue(session, "exchange.deliver", document_id)
+    return ids
+
+
 # --- receiver actions ----------------------------------------------------------------------
 
 def _delivery_for_receiver(session: Session, principal: Principal, delivery_id: int

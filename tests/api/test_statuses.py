@@ -258,3 +258,27 @@ def test_inbox_urgent_unread_sender_and_dates(env: Env, as_user: Clients) -> Non
         "arrived_from": "2026-02-02", "arrived_to": "2026-01-01"}), 422, "arrived_from")
     assert_problem(client.get("/api/v1/inbox", headers=receiver,
                               params={"arrived_from": "02/02/2026"}), 422, "arrived_from")
+
+
+def test_deliveries_left_queued_are_fanned_out_again(env: Env, as_user: Clients) -> None:
+    """A worker node that dies holding the fan-out task: the sweep re-runs it, once."""
+    from sqlalchemy import update
+
+    from eoffice.db import new_session
+    from eoffice.housekeeping_tasks import requeue_stuck_deliveries
+    from eoffice.models import Delivery, utcnow
+
+    client = as_user.client
+    document, item = _sent(as_user, [VUTHU, DONGHUNG])
+    with new_session() as session:  # as if the worker died before delivering
+        session.exec(update(Delivery).where(Delivery.document_id == document["id"])  # type: ignore[call-overload]
+                     .values(transport_status="queued", status_code=None,
+                             created_at=utcnow() - timedelta(minutes=10)))
+        session.commit()
+    assert client.get("/api/v1/inbox", headers=as_user.headers(RECEIVER)).json()["total"] == 0
+    assert requeue_stuck_deliveries() == 1
+    assert inbox_item(client, as_user.headers(RECEIVER), document["id"])["status_code"] == "01"
+    deliveries = client.get(f"/api/v1/documents/{document['id']}",
+                            headers=as_user.headers(SENDER)).json()["deliveries"]
+    assert len(deliveries) == 2 and {d["transport_status"] for d in deliveries} == {"delivered"}
+    assert requeue_stuck_deliveries() == 0
