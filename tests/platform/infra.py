@@ -10,48 +10,19 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, REDIS_URL
+from tests.integration.conftest import redis_url, wait_for  # noqa: F401 (re-exported)
 from tests.platform.conftest import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 45.0, interval: float = 0.1,
-             message: str = "condition") -> Any:
-    """Poll until the predicate returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
 def shared_redis_url() -> str:
     """A database of the machine's Redis for this test, or fail (CI) / skip (laptop)."""
-    if not REDIS_URL:
-        if IN_CI:
-            pytest.fail("CI=true but EOFFICE_TEST_BROKER_URL is not set")
-        pytest.skip("Redis not configured (set EOFFICE_TEST_BROKER_URL)")
-    import redis
-
-    base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS_URL
-    url = f"{base}/{random.randint(1, 15)}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"Redis unreachable in CI: {exc}")
-        pytest.skip(f"Redis unreachable: {exc}")
-    return url
+    return redis_url()
 
 
 class RedisServer:
