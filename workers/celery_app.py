@@ -102,6 +102,12 @@ def _reset_connections(**_: Any) -> None:
     from eoffice.db import dispose_engines
 
     dispose_engines()
+    # Prefork pool processes are daemonic, and multiprocessing refuses children to daemonic
+    # processes; the verification engine needs its own sandbox processes (time and memory
+    # limits per file), which it terminates itself.
+    import multiprocessing
+
+    multiprocessing.current_process().daemon = False
 
 
 @signals.task_prerun.connect

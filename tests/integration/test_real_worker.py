@@ -68,6 +68,16 @@ def _exchange(env: Env, worker: Worker) -> None:
 
     wait_for(outbox_drained, message="every outbox row published")
 
+    # The arrival check ran in the worker's own sandbox processes: a real verdict, not an
+    # "could not verify" (the test PDF carries no signature).
+    def verdicts() -> Any:
+        deliveries = client.get(f"/api/v1/documents/{document['id']}",
+                                headers=sender).json()["deliveries"]
+        found = [d["verification_indication"] for d in deliveries]
+        return found if all(found) else None
+
+    assert wait_for(verdicts, message="arrival verdicts") == ["NO_SIGNATURE_FOUND"] * 2
+
 
 def test_embedded_broker_and_worker(embedded_worker: Worker, sqlite_env: Env) -> None:
     _exchange(sqlite_env, embedded_worker)
