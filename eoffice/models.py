@@ -489,7 +489,52 @@ class TaskStat(SQLModel, table=True):
 
 # --- stats: electronic-exchange rate aggregates (stats engineer, issue 6; 0004_stats) -------
 
-class StatsCell(SQLModel, table=True):
+class StatsCounters(SQLModel):
+    """The counters a day cell and a month cell both carry (not a table)."""
+
+    electronic: int = 0
+    paper: int = 0
+    recalled: int = 0
+    also_on_paper: int = 0
+    signed_ok: int = 0
+    acknowledged: int = 0
+    ack_on_time: int = 0
+    completed: int = 0
+    with_due: int = 0
+    done_by_due: int = 0
+    ack_h0: int = 0
+    ack_h1: int = 0
+    ack_h2: int = 0
+    ack_h3: int = 0
+    ack_h4: int = 0
+    ack_h5: int = 0
+    ack_h6: int = 0
+    ack_h7: int = 0
+    ack_h8: int = 0
+    ack_h9: int = 0
+    ack_h10: int = 0
+    ack_h11: int = 0
+    ack_h12: int = 0
+    ack_h13: int = 0
+    ack_h14: int = 0
+    done_h0: int = 0
+    done_h1: int = 0
+    done_h2: int = 0
+    done_h3: int = 0
+    done_h4: int = 0
+    done_h5: int = 0
+    done_h6: int = 0
+    done_h7: int = 0
+    done_h8: int = 0
+    done_h9: int = 0
+    done_h10: int = 0
+    done_h11: int = 0
+    done_h12: int = 0
+    done_h13: int = 0
+    done_h14: int = 0
+
+
+class StatsCell(StatsCounters, table=True):
     """Counters of one (agency, Vietnam day, direction) cell; KPIs are sums of cells.
 
     ack_h*/done_h* are histograms of minutes to acknowledge / to complete in the fixed buckets
@@ -503,49 +548,9 @@ class StatsCell(SQLModel, table=True):
     agency_id: int = Field(primary_key=True)
     day: date = Field(primary_key=True)
     direction: str = Field(primary_key=True, max_length=3)  # out|in
-    electronic: int = 0
-    paper: int = 0
-    recalled: int = 0
-    also_on_paper: int = 0
-    signed_ok: int = 0
-    acknowledged: int = 0
-    ack_on_time: int = 0
-    completed: int = 0
-    with_due: int = 0
-    done_by_due: int = 0
-    ack_h0: int = 0
-    ack_h1: int = 0
-    ack_h2: int = 0
-    ack_h3: int = 0
-    ack_h4: int = 0
-    ack_h5: int = 0
-    ack_h6: int = 0
-    ack_h7: int = 0
-    ack_h8: int = 0
-    ack_h9: int = 0
-    ack_h10: int = 0
-    ack_h11: int = 0
-    ack_h12: int = 0
-    ack_h13: int = 0
-    ack_h14: int = 0
-    done_h0: int = 0
-    done_h1: int = 0
-    done_h2: int = 0
-    done_h3: int = 0
-    done_h4: int = 0
-    done_h5: int = 0
-    done_h6: int = 0
-    done_h7: int = 0
-    done_h8: int = 0
-    done_h9: int = 0
-    done_h10: int = 0
-    done_h11: int = 0
-    done_h12: int = 0
-    done_h13: int = 0
-    done_h14: int = 0
 
 
-class StatsMonth(SQLModel, table=True):
+class StatsMonth(StatsCounters, table=True):
     """The same counters summed per calendar month: long ranges read ~30x fewer rows."""
 
     __tablename__ = "stats_months"
@@ -553,46 +558,6 @@ class StatsMonth(SQLModel, table=True):
     agency_id: int = Field(primary_key=True)
     month: date = Field(primary_key=True)  # first day of the month
     direction: str = Field(primary_key=True, max_length=3)
-    electronic: int = 0
-    paper: int = 0
-    recalled: int = 0
-    also_on_paper: int = 0
-    signed_ok: int = 0
-    acknowledged: int = 0
-    ack_on_time: int = 0
-    completed: int = 0
-    with_due: int = 0
-    done_by_due: int = 0
-    ack_h0: int = 0
-    ack_h1: int = 0
-    ack_h2: int = 0
-    ack_h3: int = 0
-    ack_h4: int = 0
-    ack_h5: int = 0
-    ack_h6: int = 0
-    ack_h7: int = 0
-    ack_h8: int = 0
-    ack_h9: int = 0
-    ack_h10: int = 0
-    ack_h11: int = 0
-    ack_h12: int = 0
-    ack_h13: int = 0
-    ack_h14: int = 0
-    done_h0: int = 0
-    done_h1: int = 0
-    done_h2: int = 0
-    done_h3: int = 0
-    done_h4: int = 0
-    done_h5: int = 0
-    done_h6: int = 0
-    done_h7: int = 0
-    done_h8: int = 0
-    done_h9: int = 0
-    done_h10: int = 0
-    done_h11: int = 0
-    done_h12: int = 0
-    done_h13: int = 0
-    done_h14: int = 0
 
 
 class StatsItem(SQLModel, table=True):
