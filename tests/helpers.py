@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -106,3 +109,37 @@ def assert_problem(response: Any, status_code: int, field: str | None = None) ->
     if field is not None:
         assert field in (body.get("field") or ""), body
     return dict(body)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_pki_services(directory: Path, port: int) -> Iterator[None]:
+    """The dev PKI's OCSP, CRL and TSA served by uvicorn in a thread for one test session."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from eoffice.signing.pki_services import create_standalone_app
+
+    server = uvicorn.Server(uvicorn.Config(create_standalone_app(directory), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started, "PKI services did not start"
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

@@ -7,22 +7,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from eoffice.agencies.demo import demo_agencies, demo_users
 from eoffice.signing.keys import LoadedKeySigner, load_p12_signer
 from eoffice.signing.pki import init_pki
-from eoffice.signing.pki_services import create_standalone_app
 from eoffice.signing.samples import write_sample_pdf
+from tests.helpers import free_port, running_pki_services
 
 
 def require_tool(name: str) -> str:
@@ -35,11 +31,6 @@ def require_tool(name: str) -> str:
         pytest.skip(message)
     return path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -68,24 +59,15 @@ class Pki:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     """Province + one department, their leaders and clerks, served on a free port."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}/pki"
     agencies = demo_agencies()[:2]
     codes = {a.code for a in agencies}
     users = [u for u in demo_users() if u.agency_code in codes]
     directory = init_pki(tmp_path_factory.mktemp("pki"), base_url=base_url,
                          agencies=agencies, users=users)
-    server = uvicorn.Server(uvicorn.Config(create_standalone_app(directory), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started, "PKI services did not start"
-    yield Pki(directory, base_url)
-    server.should_exit = True
-    thread.join(timeout=5)
+    with running_pki_services(directory, port):
+        yield Pki(directory, base_url)
 
 
 @pytest.fixture(scope="session")

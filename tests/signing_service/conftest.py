@@ -8,21 +8,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from tests.conftest import Clients
-from tests.helpers import make_pdf, metadata
+from tests.helpers import free_port, make_pdf, metadata, running_pki_services
 
 # The province and one department are enough: a leader, a clerk and an officer each, plus an
 # outsider agency. init_pki for these takes ~2 s instead of ~18 s for the whole demo.
@@ -37,12 +33,6 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} not installed (Debian: poppler-utils, libnss3-tools)")
         pytest.skip(f"{name} not installed")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -68,9 +58,8 @@ def service_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePki
     """init_pki once (two agencies) and serve OCSP/CRL/TSA in a background thread."""
     from eoffice.agencies.demo import demo_agencies, demo_users
     from eoffice.signing.pki import init_pki
-    from eoffice.signing.pki_services import create_standalone_app
 
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}/pki"
     agencies = [a for a in demo_agencies() if a.slug in AGENCY_SLUGS]
     codes = {a.code for a in agencies}
@@ -78,17 +67,8 @@ def service_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePki
     directory = init_pki(tmp_path_factory.mktemp("service-pki"), base_url=base_url,
                          agencies=agencies, users=users)
     (directory / "no-extra-trust").mkdir()
-    server = uvicorn.Server(uvicorn.Config(create_standalone_app(directory), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started, "PKI services did not start"
-    yield ServicePki(directory, base_url)
-    server.should_exit = True
-    thread.join(timeout=5)
+    with running_pki_services(directory, port):
+        yield ServicePki(directory, base_url)
 
 
 @pytest.fixture(autouse=True)

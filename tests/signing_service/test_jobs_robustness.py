@@ -112,9 +112,9 @@ def test_crash_between_embedding_and_saving(env: Env, as_user: Clients,
 def test_tsa_outage_is_retried_then_fails_without_downgrade(
         env: Env, as_user: Clients, service_pki: ServicePki,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.signing_service.conftest import _free_port
+    from tests.helpers import free_port
 
-    override_settings(monkeypatch, tsa_url=f"http://127.0.0.1:{_free_port()}/tsa",
+    override_settings(monkeypatch, tsa_url=f"http://127.0.0.1:{free_port()}/tsa",
                       sign_max_retries=2)
     document = new_document(as_user)
     response = as_user.client.post(f"{API}/documents/{document['id']}/sign",
