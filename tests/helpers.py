@@ -143,3 +143,33 @@ def running_pki_services(directory: Path, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def point_producer_at(broker_url: str, polling_interval: float = 0.1) -> None:
+    """Make the in-process Celery app publish to broker_url from now on.
+
+    Celery keeps its producer and connection pools in kombu's process-wide registry, keyed by
+    broker URL. Closing only the app's pool leaves a closed pool registered under that URL, so a
+    later test on the same URL (random Redis databases do repeat) fails with "Acquire on closed
+    pool" and its messages sit in the outbox. Resetting the whole registry avoids that.
+    """
+    from kombu import pools
+
+    import workers.celery_app as celery_module
+
+    app = celery_module.celery_app
+    app.conf.broker_url = broker_url
+    app.conf.broker_transport_options = celery_module.transport_options(
+        broker_url, polling_interval)
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def restore_producer() -> None:
+    """Point the in-process Celery app back at the configured broker."""
+    from eoffice.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    point_producer_at(settings.broker_url, settings.broker_polling_interval)

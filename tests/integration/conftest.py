@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, REDIS_URL, Env
+from tests.helpers import point_producer_at, restore_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,28 +91,14 @@ def start_worker(env: Env, broker_url: str, tmp_path: Path,
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    import workers.celery_app as celery_module
-
-    # The app's producer must talk to this test's broker (pools cache the old one).
-    _reset_producer_pools(celery_module.celery_app)
-    celery_module.celery_app.conf.broker_url = broker_url
-    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
-        broker_url, 0.1)
+    point_producer_at(broker_url)
     worker = Worker(settings, tmp_path / "worker.log")
     worker.start()
     try:
         yield worker
     finally:
         worker.stop()
-        _reset_producer_pools(celery_module.celery_app)
-        celery_module.celery_app.conf.broker_url = get_settings().broker_url
-
-
-def _reset_producer_pools(app: Any) -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
+        restore_producer()
 
 
 @pytest.fixture

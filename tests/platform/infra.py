@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import point_producer_at, restore_producer
 from tests.integration.conftest import redis_url, wait_for  # noqa: F401 (re-exported)
 from tests.platform.conftest import free_port, wait_port
 
@@ -117,39 +118,12 @@ def point_app_at(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> N
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     engine_for.cache_clear()
-    import workers.celery_app as celery_module
-
-    celery_module.celery_app.conf.broker_url = settings["EOFFICE_BROKER_URL"]
-    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
-        settings["EOFFICE_BROKER_URL"], 0.1)
-    reset_producer_pool()
-
-
-def reset_producer_pool() -> None:
-    """Drop pooled broker connections so the next publish connects to the current broker.
-
-    force_close_all() alone leaves a closed pool behind ("Acquire on closed pool").
-    """
-    import workers.celery_app as celery_module
-
-    app = celery_module.celery_app
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
+    point_producer_at(settings["EOFFICE_BROKER_URL"])
 
 
 def restore_app_broker() -> None:
     """Undo point_app_at for the Celery producer (settings are restored by monkeypatch)."""
-    import workers.celery_app as celery_module
-    from eoffice.settings import get_settings
-
-    get_settings.cache_clear()
-    settings = get_settings()
-    celery_module.celery_app.conf.broker_url = settings.broker_url
-    celery_module.celery_app.conf.broker_transport_options = celery_module.transport_options(
-        settings.broker_url, settings.broker_polling_interval)
-    reset_producer_pool()
+    restore_producer()
 
 
 class TcpProxy:

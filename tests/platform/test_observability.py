@@ -102,19 +102,13 @@ def test_json_formatter_and_queue_depths(monkeypatch, tmp_path) -> None:  # type
 
     # Queue depths on the embedded kombu SQL broker: publish two messages, count them.
     import workers.celery_app as celery_module
-    from tests.platform.infra import reset_producer_pool
+    from tests.helpers import point_producer_at, restore_producer
 
-    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
-    conf = celery_module.celery_app.conf
-    old, old_options = conf.broker_url, conf.broker_transport_options
-    conf.broker_url = broker
-    conf.broker_transport_options = celery_module.transport_options(broker, 0.1)
-    reset_producer_pool()
+    point_producer_at(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
     try:
         for _ in range(2):
             celery_module.celery_app.send_task("exchange.deliver", args=[0], queue="stats")
         depths = _queue_depths()
         assert depths["stats"] == 2 and depths["fast"] == 0
     finally:
-        conf.broker_url, conf.broker_transport_options = old, old_options
-        reset_producer_pool()
+        restore_producer()

@@ -50,17 +50,14 @@ def _worker(env_vars: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 def _drive(env: Env, broker: str) -> None:
     from eoffice.settings import get_settings
-    from workers.celery_app import celery_app, transport_options
+    from tests.helpers import point_producer_at, restore_producer
 
     values = {"EOFFICE_TASKS_EAGER": "false", "EOFFICE_BROKER_URL": broker,
               "EOFFICE_BROKER_POLLING_INTERVAL": "0.1"}
     previous = {key: os.environ.get(key) for key in values}
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
     os.environ.update(values)
     get_settings.cache_clear()
-    celery_app.conf.broker_url = broker
-    celery_app.conf.broker_transport_options = transport_options(broker, 0.1)
-    _drop_connections(celery_app)
+    point_producer_at(broker)
     try:
         _run(env, values)
     finally:
@@ -69,17 +66,7 @@ def _drive(env: Env, broker: str) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        get_settings.cache_clear()
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-        _drop_connections(celery_app)
-
-
-def _drop_connections(app: Any) -> None:
-    # Producers are pooled per app: a pool opened on another broker URL must not be reused.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
+        restore_producer()
 
 
 def _run(env: Env, values: dict[str, str]) -> None:
