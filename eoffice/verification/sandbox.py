@@ -78,8 +78,28 @@ def _limit_memory(memory_limit_mb: int) -> None:
         pass
 
 
-def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
+# How often an idle child checks that the process which started it is still there.
+_ORPHAN_CHECK_S = 2.0
+
+
+def _wait_for_message(conn: Connection, parent_pid: int) -> Any:
+    """The next message, or None once the parent is gone.
+
+    A forked child inherits the parent's end of its own pipe, so the parent dying (a Celery
+    pool process recycled or killed) never shows up as EOF here: without this check every
+    such death left verification processes behind, waiting forever.
+    """
+    while not conn.poll(_ORPHAN_CHECK_S):
+        if os.getppid() != parent_pid:
+            return None
+    return conn.recv()
+
+
+def _worker_main(conn: Connection, memory_limit_mb: int, expected_parent: int) -> None:
     """Child loop: receive (path, wire options), send back a report, until told to stop."""
+    parent_pid = os.getppid()
+    if expected_parent and parent_pid != expected_parent:
+        return  # the parent died before this child got going
     _limit_memory(memory_limit_mb)
     from . import speedups
     from .core import analyse_file
@@ -90,7 +110,7 @@ def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
     cache: tuple[Any, VerifyOptions] | None = None
     while True:
         try:
-            msg = conn.recv()
+            msg = _wait_for_message(conn, parent_pid)
         except (EOFError, OSError):
             return
         if msg is None:
@@ -130,7 +150,11 @@ _PIPELINE_DEPTH = 2
 class _Worker:
     def __init__(self, ctx: Any, memory_limit_mb: int) -> None:
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
+        # Forkserver children watch the forkserver (their parent), which exits with the
+        # process that started it.
+        expected_parent = os.getpid() if getattr(ctx, "_name", "") == "fork" else 0
+        self.proc = ctx.Process(target=_worker_main,
+                                args=(child, memory_limit_mb, expected_parent), daemon=True)
         if getattr(ctx, "_name", "") == "fork":
             # Objects inherited from the parent go to the permanent generation, so the child's
             # collector never walks (and copy-on-write duplicates) the parent's heap.
