@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -55,16 +57,21 @@ class Worker:
              "-Q", "fast,crypto,stats", "--concurrency", "2", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-n", f"test-{random.randint(0, 1 << 30)}@%h"],
-            cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        # The pool processes and their verifiers too, even after a kill -9 of the main
+        # process: a stray worker would consume a later test's tasks.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -3,6 +3,7 @@ proxy that can cut the database away, and the settings that point the app at the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -97,13 +98,17 @@ class CeleryProcess:
         return found
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        # Pool processes and verifiers that outlived their main process go too: a stray
+        # worker would consume a later test's tasks.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
