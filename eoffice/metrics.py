@@ -67,8 +67,32 @@ _task_started: dict[str, float] = {}
 _signals_installed = False
 
 
+# Outcomes not yet added to the shared rows: (task, outcome) -> [count, total s, max s].
+_unflushed: dict[tuple[str, str], list[float]] = {}
+_last_flush = [float("-inf")]
+
+
 def record_task_outcome(task: str, outcome: str, seconds: float) -> None:
-    """Add one finished task to the shared counters (never raises: metrics must not fail work)."""
+    """Count one finished task; the shared rows get the sums at most every
+    `task_stats_flush_seconds` (an upsert on one hot row per finished task made every task
+    wait on every other)."""
+    import time
+
+    from eoffice.settings import get_settings
+
+    cell = _unflushed.setdefault((task[:200], outcome[:16]), [0, 0.0, 0.0])
+    cell[0] += 1
+    cell[1] += seconds
+    cell[2] = max(cell[2], seconds)
+    now = time.monotonic()
+    if now - _last_flush[0] >= get_settings().task_stats_flush_seconds:
+        _last_flush[0] = now
+        flush_task_outcomes()
+
+
+def flush_task_outcomes() -> None:
+    """Add this process's unflushed outcomes to `task_stats` (never raises: metrics must not
+    fail work; what could not be written is kept for the next flush)."""
     import logging
 
     from sqlalchemy import func as sa_func
@@ -77,30 +101,40 @@ def record_task_outcome(task: str, outcome: str, seconds: float) -> None:
     from eoffice.db import new_session
     from eoffice.models import TaskStat, utcnow
 
+    if not _unflushed:
+        return
+    pending = dict(_unflushed)
+    _unflushed.clear()
     try:
         with new_session() as session:
-            values = {"task": task[:200], "outcome": outcome[:16], "count": 1,
-                      "total_seconds": seconds, "max_seconds": seconds, "updated_at": utcnow()}
-            if session.get_bind().dialect.name == "postgresql":
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert
             else:
                 from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            greatest = sa_func.max if dialect == "sqlite" else sa_func.greatest
             # SQLModel does not declare __table__ on the class; the mapper's table is the same.
             columns = sa_inspect(TaskStat).local_table.c
-            stmt = insert(TaskStat).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["task", "outcome"],
-                set_={"count": columns.count + 1,
-                      "total_seconds": columns.total_seconds + seconds,
-                      "max_seconds": sa_func.max(columns.max_seconds, seconds)
-                      if session.get_bind().dialect.name == "sqlite"
-                      else sa_func.greatest(columns.max_seconds, seconds),
-                      "updated_at": values["updated_at"]})
-            session.exec(stmt)  # type: ignore[call-overload]
+            # Sorted: two processes flushing at once lock the rows in the same order.
+            for (task, outcome), (count, total, longest) in sorted(pending.items()):
+                stmt = insert(TaskStat).values(task=task, outcome=outcome, count=int(count),
+                                               total_seconds=total, max_seconds=longest,
+                                               updated_at=utcnow())
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["task", "outcome"],
+                    set_={"count": columns.count + int(count),
+                          "total_seconds": columns.total_seconds + total,
+                          "max_seconds": greatest(columns.max_seconds, longest),
+                          "updated_at": stmt.excluded.updated_at})
+                session.exec(stmt)  # type: ignore[call-overload]
             session.commit()
     except Exception:
-        logging.getLogger(__name__).warning("could not record task outcome of %s", task,
-                                            exc_info=True)
+        for key, (count, total, longest) in pending.items():
+            cell = _unflushed.setdefault(key, [0, 0.0, 0.0])
+            cell[0] += count
+            cell[1] += total
+            cell[2] = max(cell[2], longest)
+        logging.getLogger(__name__).warning("could not record task outcomes", exc_info=True)
 
 
 def install_task_signals() -> None:
@@ -132,6 +166,10 @@ def install_task_signals() -> None:
         log.info("task %s %s in %.3f s", name, outcome, seconds,
                  extra={"task": name, "task_id": task_id, "outcome": outcome})
         record_task_outcome(name, outcome, seconds)
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _flush_at_exit(**_: object) -> None:
+        flush_task_outcomes()
 
     _signals_installed = True
 

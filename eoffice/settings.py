@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     service_seal_pass_file: Path | None = None
     tsa_url: str = ""  # empty: <pki_base_url>/tsa (the development TSA)
     audit_anchor_minutes: float = 60.0
+    # A process seals the audit chain after a commit at most this often; commits in between
+    # leave their entries to the next seal or to beat (audit_seal_beat_seconds). 0 = always.
+    audit_seal_interval_seconds: float = 0.5
+    audit_seal_beat_seconds: float = 2.0
+    # Worker processes add task outcomes to the shared counters at most this often.
+    task_stats_flush_seconds: float = 5.0
     # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.
     web_session_idle_minutes: int = 30
     web_cookie_secure: Literal["auto", "always", "never"] = "auto"

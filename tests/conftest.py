@@ -19,6 +19,10 @@ from fastapi.testclient import TestClient
 
 os.environ.setdefault("EOFFICE_ENVIRONMENT", "test")
 os.environ["EOFFICE_ENVIRONMENT"] = "test"
+# Tests read the audit chain and task counters right after acting: seal and count at once
+# (test_audit_batching covers the batched defaults).
+os.environ.setdefault("EOFFICE_AUDIT_SEAL_INTERVAL_SECONDS", "0")
+os.environ.setdefault("EOFFICE_TASK_STATS_FLUSH_SECONDS", "0")
 
 from tests.helpers import login  # noqa: E402
 

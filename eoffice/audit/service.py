@@ -1,7 +1,10 @@
 """Hash-chained audit trail: each entry carries the hash of the one before it.
 
 Business transactions only insert their entries; a sequencer seals committed entries into the
-chain right after the commit (and beat repeats it). A single chain needs a single writer: had
+chain after the commit, in batches: a process seals at most every `audit_seal_interval_seconds`
+and only if no other sealer is at work (that one, the next commit or beat picks the entries up).
+Sealing after every commit cost each request a second transaction that queued on the chain
+lock (bench/routing.py). A single chain needs a single writer: had
 every request taken the chain lock, two transactions that also lock business rows in the
 opposite order (a receiver accepting while a worker stores a verdict) would deadlock, and every
 write in the province would queue behind one lock.
@@ -16,6 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import Any
 
 from asn1crypto import cms
@@ -64,17 +68,26 @@ def record(session: Session, *, actor: str, action: str, object_type: str, objec
     return event
 
 
+_last_seal = [float("-inf")]  # monotonic time of this process's last seal after a commit
+
+
 @event.listens_for(Session, "after_commit")
 def _seal_after_commit(session: Session) -> None:
-    if session.info.pop(_PENDING, False):
-        from eoffice.db import new_session
+    if not session.info.pop(_PENDING, False):
+        return
+    interval = get_settings().audit_seal_interval_seconds
+    now = monotonic()
+    if interval > 0 and now - _last_seal[0] < interval:
+        return
+    _last_seal[0] = now
+    from eoffice.db import new_session
 
-        try:
-            with new_session() as sealer:
-                seal(sealer)
-                sealer.commit()
-        except Exception:  # beat seals what is left; the request already succeeded
-            log.warning("audit sealing after commit failed; beat will retry", exc_info=True)
+    try:
+        with new_session() as sealer:
+            seal(sealer, wait=False)
+            sealer.commit()
+    except Exception:  # beat seals what is left; the request already succeeded
+        log.warning("audit sealing after commit failed; beat will retry", exc_info=True)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -82,10 +95,18 @@ def _forget_after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-def seal(session: Session, limit: int = 5000) -> int:
-    """Chain committed, unsealed entries in id order; the one writer of the chain."""
+def seal(session: Session, limit: int = 5000, wait: bool = True) -> int:
+    """Chain committed, unsealed entries in id order; the one writer of the chain.
+
+    wait=False returns 0 at once if another sealer holds the chain (it, or the next, will
+    take these entries too).
+    """
     if session.get_bind().dialect.name == "postgresql":
-        session.exec(text("SELECT pg_advisory_xact_lock(727274)"))  # type: ignore[call-overload]
+        if not wait:
+            if not session.exec(text("SELECT pg_try_advisory_xact_lock(727274)")).one()[0]:  # type: ignore[call-overload]
+                return 0
+        else:
+            session.exec(text("SELECT pg_advisory_xact_lock(727274)"))  # type: ignore[call-overload]
     head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
                         .where(col(AuditEvent.seq).is_not(None))
                         .order_by(col(AuditEvent.seq).desc()).limit(1)).first()

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 BEAT_SCHEDULE = {
     "audit-anchor": {"task": "audit.anchor",
                      "schedule": get_settings().audit_anchor_minutes * 60.0},
-    # Entries are sealed right after their commit; this catches a process that died between.
-    "audit-seal": {"task": "audit.seal", "schedule": 10.0},
+    # Commits seal the chain at most every audit_seal_interval_seconds per process; this seals
+    # what a burst's last commits left, and what a process that died in between left.
+    "audit-seal": {"task": "audit.seal", "schedule": get_settings().audit_seal_beat_seconds},
 }
 
 

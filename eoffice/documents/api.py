@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from eoffice import idempotency
 from eoffice.blobs.service import get_blob_store
 from eoffice.deps import CurrentPrincipal, SessionDep
 from eoffice.documents import service
-from eoffice.documents.schemas import DocumentMetadata, DocumentOut
+from eoffice.documents.schemas import DocumentMetadata, DocumentOut, SendRequest
 from eoffice.errors import NotFound, ValidationFailed, from_pydantic
 from eoffice.exchange.service import delivery_out
 from eoffice.models import Agency, Attachment, Delivery, Document, DocumentRevision
@@ -87,15 +89,69 @@ def create_from_form(session: Session, principal: Principal, metadata: str,
          for a in attachments or []])
 
 
-@router.post("/documents", status_code=201)
+def parse_recipients(raw: str | None) -> list[str] | None:
+    """The optional `recipients` form field: a JSON list or comma-separated codes/groups."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        value = json.loads(text) if text.startswith("[") else [
+            part.strip() for part in text.split(",") if part.strip()]
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"recipients is not valid JSON: {exc.msg}", field="recipients",
+                               detail_vi="Danh sách nơi nhận không hợp lệ") from exc
+    try:
+        return SendRequest.model_validate({"recipients": value}).recipients
+    except ValidationError as exc:
+        raise from_pydantic(exc) from exc
+
+
+def _upload_digest(upload: UploadFile | None) -> str:
+    """SHA-256 of a spooled upload, read back to the start (for the idempotency hash)."""
+    if upload is None:
+        return ""
+    digest = hashlib.sha256()
+    while chunk := upload.file.read(1024 * 1024):
+        digest.update(chunk)
+    upload.file.seek(0)
+    return digest.hexdigest()
+
+
+@router.post("/documents", status_code=201, response_model=DocumentOut,
+             responses={201: {"description": "the document (sent if recipients were given)"}})
 def create_document(session: SessionDep, principal: CurrentPrincipal,
                     metadata: Annotated[str, Form(description="edXML metadata as JSON")],
                     file: Annotated[UploadFile, File(description="the main PDF")],
                     attachments: Annotated[list[UploadFile] | None, File()] = None,
-                    ) -> dict[str, Any]:
-    """A draft document with its main PDF and attachments."""
+                    recipients: Annotated[str | None, Form(
+                        description="send at once (issue + send in this request): agency "
+                                    "codes or groups, as a JSON list or comma-separated")] = None,
+                    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")]
+                    = None) -> JSONResponse:
+    """A draft with its main PDF and attachments; with `recipients`, issued and sent too.
+
+    One request per document is what agency systems need (as DHX's sendDocument): it halves
+    their round trips and the server's work per document (bench/routing.py).
+    """
+    targets = parse_recipients(recipients)
+    if idempotency_key is not None:
+        body_hash = idempotency.request_hash({
+            "metadata": metadata, "recipients": targets, "file": _upload_digest(file),
+            "attachments": [(a.filename, _upload_digest(a)) for a in attachments or []]})
+        stored = idempotency.claim(session, principal.key, "create", idempotency_key,
+                                   body_hash)
+        if stored is not None:
+            return JSONResponse(stored.response, status_code=stored.status_code or 201,
+                                headers={"Idempotent-Replayed": "true"})
     document = create_from_form(session, principal, metadata, file, attachments)
-    return document_out(session, principal, document)
+    if targets is not None:
+        from eoffice.exchange.service import send_document
+
+        send_document(session, principal, document, targets)
+    result = document_out(session, principal, document)
+    if idempotency_key is not None:
+        idempotency.store(session, principal.key, "create", idempotency_key, 201, result)
+    return JSONResponse(result, status_code=201)
 
 
 @router.get("/documents/{document_id}")

@@ -1,0 +1,91 @@
+"""One request per document: POST /documents with `recipients` issues and sends it, all or
+nothing, and an Idempotency-Key makes a retried request harmless."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+
+from tests.conftest import Clients, Env
+from tests.helpers import assert_problem, inbox_item, make_pdf, metadata
+
+CLERK = "clerk.minhlang"
+
+
+def _create(as_user: Clients, username: str, recipients: str | None, pdf: bytes | None = None,
+            key: str | None = None, **meta: Any) -> Any:
+    data = {"metadata": json.dumps(metadata(**meta))}
+    if recipients is not None:
+        data["recipients"] = recipients
+    headers = as_user.headers(username)
+    if key is not None:
+        headers = {**headers, "Idempotency-Key": key}
+    return as_user.client.post("/api/v1/documents", headers=headers, data=data,
+                               files={"file": ("a.pdf", pdf or make_pdf(), "application/pdf")})
+
+
+def _rows() -> dict[str, int]:
+    from eoffice.db import new_session
+    from eoffice.models import Delivery, Document, OutboxMessage
+
+    with new_session() as session:
+        return {model.__name__: session.exec(select(func.count()).select_from(model)).one()
+                for model in (Document, Delivery, OutboxMessage)}
+
+
+@pytest.mark.parametrize("form", ["json", "comma"])
+def test_one_request_issues_and_sends(env: Env, as_user: Clients, form: str) -> None:
+    district, province = env.user("clerk.vuthu")["agency_code"], env.user(
+        "clerk.tinh")["agency_code"]
+    recipients = (json.dumps([district, province]) if form == "json"
+                  else f"{district}, {province}")
+    response = _create(as_user, CLERK, recipients)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "sent" and body["code_number"] == "01"
+    assert sorted(d["recipient"] for d in body["deliveries"]) == sorted([district, province])
+    # Tasks run eagerly in tests: the fan-out has happened by now.
+    item = inbox_item(as_user.client, as_user.headers("clerk.vuthu"), body["id"])
+    assert item["status_code"] == "01"
+
+
+@pytest.mark.parametrize(("username", "recipients", "status", "field"), [
+    ("officer.minhlang", '["000.00.12.H58"]', 403, None),   # officers draft, they do not send
+    (CLERK, '["000.99.99.H58"]', 422, "recipients"),          # unknown agency
+    (CLERK, '[""]', 422, "recipients"),
+    (CLERK, "[not json", 422, "recipients"),
+])
+def test_a_refused_send_stores_nothing(env: Env, as_user: Clients, username: str,
+                                       recipients: str, status: int, field: str | None
+                                       ) -> None:
+    before = _rows()
+    response = _create(as_user, username, recipients)
+    assert_problem(response, status, field)
+    assert _rows() == before
+
+
+def test_without_recipients_it_stays_a_draft(env: Env, as_user: Clients) -> None:
+    response = _create(as_user, CLERK, "")
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "draft" and response.json()["deliveries"] == []
+
+
+def test_idempotency_key_creates_one_document(env: Env, as_user: Clients) -> None:
+    district = env.user("clerk.vuthu")["agency_code"]
+    pdf = make_pdf("Một lần thôi")
+    first = _create(as_user, CLERK, district, pdf=pdf, key="create-1")
+    again = _create(as_user, CLERK, district, pdf=pdf, key="create-1")
+    assert first.status_code == again.status_code == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["code_number"] == first.json()["code_number"]
+    # Same key, another file: refused rather than silently answered with the first document.
+    other = _create(as_user, CLERK, district, pdf=make_pdf("Khác"), key="create-1")
+    assert_problem(other, 422, "Idempotency-Key")
+    before = _rows()
+    assert _create(as_user, CLERK, district, pdf=pdf, key="create-1").status_code == 201
+    assert _rows() == before
