@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eoffice.errors import AppError, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
 from eoffice.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
@@ -57,6 +59,49 @@ def _validation_error(request: Request, exc: RequestValidationError) -> Response
         f"{field}: {message}", field=field, detail_vi=f"Dữ liệu không hợp lệ: {field}",
         extra={"errors": [{"field": ".".join(str(p) for p in e.get("loc", ())),
                            "message": e.get("msg")} for e in errors]}))
+
+
+class RequestContextMiddleware:
+    """Request id (taken from X-Request-ID or made), body-size guard, request metrics.
+
+    Plain ASGI rather than @app.middleware("http"): that wrapper runs every request through
+    an extra task and memory streams, which cost each API call more than our own code here.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = (headers.get("x-request-id") or new_request_id())[:64]
+        set_request_id(request_id)
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            length = headers.get("content-length")
+            if length and length.isdigit() and int(length) > self.max_body:
+                response = _problem(Request(scope), PayloadTooLarge(
+                    f"request body larger than {self.max_body} bytes",
+                    detail_vi="Dữ liệu gửi lên vượt quá dung lượng cho phép"))
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            set_request_id(None)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], path, str(status[0])).inc()
+            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
 
 
 def create_app() -> FastAPI:
@@ -116,29 +161,7 @@ def create_app() -> FastAPI:
 
     max_body = settings.max_upload_mb * 1024 * 1024 * (settings.max_attachments + 1)
 
-    @app.middleware("http")
-    async def _request_context(request: Request,
-                               call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or new_request_id()
-        token = set_request_id(request_id[:64])
-        started = time.perf_counter()
-        try:
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_body:
-                response = _problem(request, PayloadTooLarge(
-                    f"request body larger than {max_body} bytes",
-                    detail_vi="Dữ liệu gửi lên vượt quá dung lượng cho phép"))
-            else:
-                response = await call_next(request)
-        finally:
-            set_request_id(None)
-            del token
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        response.headers["X-Request-ID"] = request_id[:64]
-        return response
+    app.add_middleware(RequestContextMiddleware, max_body=max_body)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

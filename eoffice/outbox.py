@@ -67,19 +67,20 @@ def publish_rows(rows: list[OutboxMessage]) -> int:
     """Publish detached outbox rows and record which went out."""
     from sqlalchemy import update
 
-    from eoffice.db import new_session
+    from eoffice.db import get_engine
 
     done = [row.id for row in rows if _publish(row)]
     failed = [row.id for row in rows if row.id not in done]
-    with new_session() as session:
+    # A Core statement on a pooled connection: no ORM session for two UPDATEs that every
+    # request and task makes.
+    with get_engine().begin() as connection:
         if done:
-            session.exec(update(OutboxMessage).where(col(OutboxMessage.id).in_(done))  # type: ignore[call-overload]
-                         .values(published_at=utcnow(),
-                                 attempts=OutboxMessage.attempts + 1))
+            connection.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(done))
+                               .values(published_at=utcnow(),
+                                       attempts=OutboxMessage.attempts + 1))
         if failed:
-            session.exec(update(OutboxMessage).where(col(OutboxMessage.id).in_(failed))  # type: ignore[call-overload]
-                         .values(attempts=OutboxMessage.attempts + 1))
-        session.commit()
+            connection.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(failed))
+                               .values(attempts=OutboxMessage.attempts + 1))
     return len(done)
 
 

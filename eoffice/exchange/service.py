@@ -39,6 +39,8 @@ TRANSITIONS: dict[str | None, set[str]] = {
     "02": set(), "06": set(), "15": set(), None: set(),
 }
 FINISHED = {"02", "06", "15"}
+# Fan-outs up to this many receivers notify arrivals inline (see deliver).
+INLINE_NOTIFY_MAX = 10
 RECEIVER_ROLES = ("clerk", "leader", "officer")
 
 
@@ -140,7 +142,13 @@ def deliver(session: Session, document_id: int) -> int:
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
                  "deliveries": {str(d.id): d.recipient_id for d in queued}})
-    enqueue(session, "exchange.notify_status", [e.id for e in events])
+    # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
+    # task of its own cost more than the work it did. A large one keeps them in a task of
+    # their own, so its receivers see the document before the listeners have run.
+    if len(events) <= INLINE_NOTIFY_MAX:
+        _notify_events(session, events)
+    else:
+        enqueue(session, "exchange.notify_status", [e.id for e in events])
     enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
     return len(queued)
 
@@ -635,6 +643,10 @@ def notify_status(session: Session, event_ids: int | list[int]) -> int:
     events = session.exec(select(DeliveryEvent).where(col(DeliveryEvent.id).in_(ids))
                           .where(col(DeliveryEvent.notified_at).is_(None))
                           .order_by(col(DeliveryEvent.id))).all()
+    return _notify_events(session, list(events))
+
+
+def _notify_events(session: Session, events: list[DeliveryEvent]) -> int:
     now = utcnow()
     for event in events:
         event.notified_at = now

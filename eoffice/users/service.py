@@ -105,9 +105,13 @@ def issue_token(user: User) -> str:
 
 def principal_for_user(session: Session, user: User) -> Principal:
     agency = session.get(Agency, user.agency_id) if user.agency_id else None
+    return _user_principal(user, agency.code if agency else None)
+
+
+def _user_principal(user: User, agency_code: str | None) -> Principal:
     return Principal(role=user.role, agency_id=user.agency_id, user=user,
                      scope_agency_id=user.scope_agency_id or user.agency_id,
-                     name=user.username, agency_code=agency.code if agency else None)
+                     name=user.username, agency_code=agency_code)
 
 
 def principal_from_token(session: Session, token: str) -> Principal:
@@ -118,11 +122,15 @@ def principal_from_token(session: Session, token: str) -> Principal:
     except jwt.PyJWTError as exc:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn") from exc
-    user = session.get(User, int(payload.get("sub", 0)))
+    # One round trip for the user and their agency's code: this runs on every API call.
+    row = session.exec(select(User, Agency.code)
+                       .join(Agency, col(Agency.id) == User.agency_id, isouter=True)
+                       .where(User.id == int(payload.get("sub", 0)))).first()
+    user = row[0] if row else None
     if user is None or not user.is_active or payload.get("ver") != user.token_version:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
-    return principal_for_user(session, user)
+    return _user_principal(user, row[1] if row else None)
 
 
 def _key_hash(secret: str) -> str:

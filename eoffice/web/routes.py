@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eoffice import app as app_module
 from eoffice.audit.service import record
@@ -121,6 +123,21 @@ async def _session_middleware(request: Request,
     return response
 
 
+class WebSessionMiddleware:
+    """The web session and security headers, for pages only: API calls skip the
+    BaseHTTPMiddleware machinery entirely (it costs every request an extra task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.pages = BaseHTTPMiddleware(app, dispatch=_session_middleware)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(NOT_WEB):
+            await self.pages(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Mount the web UI on the application."""
     from eoffice.web import pages_exchange, pages_more
@@ -129,7 +146,7 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(pages_exchange.router)
     app.include_router(pages_more.router)
-    app.middleware("http")(_session_middleware)
+    app.add_middleware(WebSessionMiddleware)
     app_module.html_error_renderer = render_error
 
 

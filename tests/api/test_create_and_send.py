@@ -89,3 +89,31 @@ def test_idempotency_key_creates_one_document(env: Env, as_user: Clients) -> Non
     before = _rows()
     assert _create(as_user, CLERK, district, pdf=pdf, key="create-1").status_code == 201
     assert _rows() == before
+
+
+@pytest.mark.parametrize("receivers", [2, 12])
+def test_arrivals_are_notified_inline_or_by_a_task(env: Env, as_user: Clients,
+                                                   receivers: int) -> None:
+    """Small fan-outs notify arrivals in the fan-out transaction; large ones in a task, so
+    their receivers see the document first. Either way every arrival is notified once."""
+    from eoffice.db import new_session
+    from eoffice.exchange.service import INLINE_NOTIFY_MAX
+    from eoffice.models import Delivery, DeliveryEvent, OutboxMessage
+
+    codes = sorted({u["agency_code"] for u in env.users
+                    if u.get("agency_level") == "commune"
+                    and u["agency_code"] != env.user(CLERK)["agency_code"]})[:receivers]
+    response = _create(as_user, CLERK, json.dumps(codes))
+    assert response.status_code == 201, response.text
+    document_id = response.json()["id"]
+    with new_session() as session:
+        arrivals = session.exec(select(DeliveryEvent).join(
+            Delivery, Delivery.id == DeliveryEvent.delivery_id)  # type: ignore[arg-type]
+            .where(Delivery.document_id == document_id)
+            .where(DeliveryEvent.code == "01")).all()
+        notify_tasks = session.exec(select(OutboxMessage)
+                                    .where(OutboxMessage.task == "exchange.notify_status")
+                                    ).all()
+    assert len(arrivals) == receivers
+    assert all(event.notified_at is not None for event in arrivals)
+    assert len(notify_tasks) == (1 if receivers > INLINE_NOTIFY_MAX else 0)
