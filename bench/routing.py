@@ -1,17 +1,22 @@
-# Measured on the 2-core dev box while other engineers' suites ran (load average 6-7):
-#   cd /work/main && .venv/bin/python bench/routing.py --seconds 6
-#   baseline 361 inserts/s; sending 11-14 documents/s (upload + send) = 0.036-0.038 of it
-#   (target 0.25: NOT met); 100-receiver fan-out visible after 1.8-2.9 s on idle queues,
-#   3.5-9.7 s when behind status notifications (target < 1 s: NOT met). See the report for why.
+# Measured on the 2-core dev box, idle apart from this run (2026-11-27):
+#   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
+#   baseline 637-674 inserts/s; sending 34.4-38.0 documents/s in one request each (upload,
+#   issue and send), 29.5-37.2/s in two requests: 0.051-0.060 of the baseline (target 0.25:
+#   NOT met). CPU ms per document: api 20-22, worker 20-23, postgres 7-8, client 2-2.5;
+#   per baseline insert: app 1.2, postgres 0.3, client 0.7.
+#   100-receiver fan-out visible in every inbox after 0.12-0.24 s (target < 1 s: met).
+# Earlier the same day, before this session's changes: 19-21 documents/s (two requests),
+# baseline 460-540/s (0.035-0.043); api 38-41 ms, worker 28-31 ms per document.
 """Routing throughput on the production path: PostgreSQL, Redis, Celery workers, uvicorn.
 
     .venv/bin/python bench/routing.py [--seconds 8] [--clients 8] [--receivers 100]
 
 Measures, in one run and against the same PostgreSQL server:
   * baseline: a bare FastAPI endpoint (uvicorn subprocess) inserting one row per request;
-  * sending: documents sent per second through the real API (uvicorn subprocess): each
-    "document" is the two requests an agency system makes (upload a small PDF, send it to one
-    receiver; the fan-out runs in the Celery worker);
+  * sending: documents sent per second through the real API (uvicorn subprocess), each a
+    small PDF of its own sent to one receiver: first in one request (POST /documents with
+    recipients), then in two (upload a draft, send it); the fan-out runs in the worker.
+    CPU per document of the api, worker, PostgreSQL and client processes is printed too;
   * fan-out latency: from the start of a send to 100 receivers until all 100 deliveries are in
     the receivers' inboxes (status 01), several rounds.
 Targets: sending >= 25% of the baseline rate; a 100-receiver send visible in < 1 s.
