@@ -38,6 +38,7 @@ def test_files_queued_behind_a_hanging_file_are_still_verified(
     assert all("time limit" in r["errors"][0] for r in reports if r["file"] == str(hang))
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_sandbox_processes_exit_when_their_parent_is_killed(tmp_path: Path,
                                                             pki: SigningPKI) -> None:
     """A Celery pool process that is recycled or killed must not leave verifiers behind."""
