@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # leave their entries to the next seal or to beat (audit_seal_beat_seconds). 0 = always.
     audit_seal_interval_seconds: float = 0.5
     audit_seal_beat_seconds: float = 2.0
+    # Sends to at most this many new receivers are delivered within the request; larger
+    # fan-outs are queued for a worker (0: always the worker). See bench/routing.py.
+    inline_delivery_max: int = Field(default=10, ge=0)
     # Worker processes add task outcomes to the shared counters at most this often.
     task_stats_flush_seconds: float = 5.0
     # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.

@@ -62,8 +62,8 @@ def record(session: Session, *, actor: str, action: str, object_type: str, objec
     event = AuditEvent(at=utcnow(), actor=actor, agency_id=agency_id, action=action,
                        object_type=object_type, object_id=str(object_id),
                        data=json.loads(json.dumps(data or {}, default=str)))
+    # No flush: a request's entries go to the database together, in one batched INSERT.
     session.add(event)
-    session.flush()
     session.info[_PENDING] = True
     return event
 

@@ -126,16 +126,26 @@ def notation_for(document: Document, sender: Agency) -> str:
 
 
 def next_number(session: Session, agency_id: int, register: str, year: int) -> int:
-    """Atomically take the next number of a register; concurrent callers queue on the row."""
-    insert_ignore(session, RegisterCounter, {"agency_id": agency_id, "register_name": register,
-                                             "year": year, "last_number": 0})
+    """Atomically take the next number of a register; concurrent callers queue on the row.
+
+    The row lock lasts until commit, so callers take the number as late in their
+    transaction as they can. The UPDATE comes first: an INSERT ... ON CONFLICT against a row
+    another transaction has updated waits for that transaction too, and the row exists for
+    all but the first number of a year.
+    """
     stmt = (update(RegisterCounter)
             .where(col(RegisterCounter.agency_id) == agency_id)
             .where(col(RegisterCounter.register_name) == register)
             .where(col(RegisterCounter.year) == year)
             .values(last_number=RegisterCounter.last_number + 1)
             .returning(col(RegisterCounter.last_number)))
-    return int(session.execute(stmt).scalar_one())
+    taken = session.execute(stmt).scalar_one_or_none()
+    if taken is None:
+        insert_ignore(session, RegisterCounter, {"agency_id": agency_id,
+                                                 "register_name": register, "year": year,
+                                                 "last_number": 0})
+        taken = session.execute(stmt).scalar_one()
+    return int(taken)
 
 
 def issue_document(session: Session, principal: Principal, document: Document) -> Document:

@@ -21,6 +21,7 @@ from eoffice.documents.service import (
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document, User, utcnow
 from eoffice.outbox import enqueue
+from eoffice.settings import get_settings
 from eoffice.timeutil import local_date, local_midnight_utc, local_now, local_today
 from eoffice.users.service import Principal
 
@@ -39,7 +40,7 @@ TRANSITIONS: dict[str | None, set[str]] = {
     "02": set(), "06": set(), "15": set(), None: set(),
 }
 FINISHED = {"02", "06", "15"}
-# Fan-outs up to this many receivers notify arrivals inline (see deliver).
+# Fan-outs up to this many receivers notify their arrivals inline (see _arrive).
 INLINE_NOTIFY_MAX = 10
 RECEIVER_ROLES = ("clerk", "leader", "officer")
 
@@ -67,7 +68,13 @@ def _event(session: Session, delivery: Delivery, action: str, principal: Princip
 
 def send_document(session: Session, principal: Principal, document: Document,
                   recipients: list[str]) -> list[Delivery]:
-    """Issue if needed, create one queued delivery per new receiver, enqueue the fan-out."""
+    """Issue if needed and create one delivery per new receiver.
+
+    A send to at most `inline_delivery_max` new receivers puts the document into their inboxes
+    in this transaction: a task of its own cost the system more than the work it does (see
+    bench/routing.py). A larger fan-out is queued and run by a worker (`deliver`), so the
+    request stays short whatever the number of receivers.
+    """
     principal.require_role("clerk", "leader")
     if document.sender_id != principal.agency_id:
         raise NotFound(f"document {document.id} not found", detail_vi="Không tìm thấy văn bản")
@@ -79,10 +86,11 @@ def send_document(session: Session, principal: Principal, document: Document,
     sender = session.get(Agency, document.sender_id)
     assert sender is not None
     resolved = resolve_recipients(session, sender, recipients)
-    if document.status == "draft":
-        issue_document(session, principal, document)
-    existing = {d.recipient_id for d in session.exec(
-        select(Delivery).where(Delivery.document_id == document.id)).all()}
+    was_draft = document.status == "draft"
+    # A draft has never been sent, so it has no deliveries to look up.
+    earlier = [] if was_draft else list(session.exec(
+        select(Delivery).where(Delivery.document_id == document.id)).all())
+    existing = {d.recipient_id for d in earlier}
     created: list[Delivery] = []
     for recipient in resolved:
         if recipient.agency.id in existing:
@@ -96,12 +104,18 @@ def send_document(session: Session, principal: Principal, document: Document,
     session.add_all([DeliveryEvent(delivery_id=d.id or 0, action="queued",
                                    transport_status="queued", actor_user_id=principal.user_id,
                                    actor_agency_id=principal.agency_id) for d in created])
+    if created and len(created) <= get_settings().inline_delivery_max:
+        _arrive(session, document.id or 0, created)
+    elif created:
+        enqueue(session, "exchange.deliver", document.id)
+    # The register number is taken last: its row lock is held until commit, and every
+    # clerk of the agency numbering documents at the same time queues on it.
+    if was_draft:
+        issue_document(session, principal, document)
     document.status = "sent"
     document.sent_at = document.sent_at or utcnow()
     document.updated_at = utcnow()
     session.add(document)
-    if created:
-        enqueue(session, "exchange.deliver", document.id)
     # stats (issue 6): count the sent document in the exchange-rate aggregates.
     from eoffice.stats.service import enqueue_document
 
@@ -110,8 +124,7 @@ def send_document(session: Session, principal: Principal, document: Document,
            object_id=document.id, agency_id=document.sender_id,
            data={"recipients": [r.agency.code for r in resolved],
                  "deliveries_queued": [d.id for d in created]})
-    return list(session.exec(select(Delivery).where(Delivery.document_id == document.id)
-                             .order_by(col(Delivery.id))).all())
+    return sorted([*earlier, *created], key=lambda d: d.id or 0)
 
 
 def deliver(session: Session, document_id: int) -> int:
@@ -126,22 +139,28 @@ def deliver(session: Session, document_id: int) -> int:
                           .order_by(col(Delivery.id)).with_for_update()).all()
     if not queued:
         return 0
+    _arrive(session, document_id, list(queued))
+    return len(queued)
+
+
+def _arrive(session: Session, document_id: int, deliveries: list[Delivery]) -> None:
+    """Deliveries reach their inboxes (01): events, one audit entry, listeners, arrival check."""
     now = utcnow()
-    for delivery in queued:
+    for delivery in deliveries:
         delivery.transport_status = "delivered"
         delivery.status_code = "01"
         delivery.delivered_at = now
         delivery.updated_at = now
         delivery.transport_attempts += 1
-    session.add_all(queued)
+    session.add_all(deliveries)
     events = [DeliveryEvent(delivery_id=d.id or 0, code="01", action="arrived",
-                            transport_status="delivered", at=now) for d in queued]
+                            transport_status="delivered", at=now) for d in deliveries]
     session.add_all(events)
     session.flush()
     record(session, actor="system", action="delivery.arrived", object_type="document",
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
-                 "deliveries": {str(d.id): d.recipient_id for d in queued}})
+                 "deliveries": {str(d.id): d.recipient_id for d in deliveries}})
     # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
     # task of its own cost more than the work it did. A large one keeps them in a task of
     # their own, so its receivers see the document before the listeners have run.
@@ -150,7 +169,6 @@ def deliver(session: Session, document_id: int) -> int:
     else:
         enqueue(session, "exchange.notify_status", [e.id for e in events])
     enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
-    return len(queued)
 
 
 def requeue_stuck(session: Session, older_than_seconds: int) -> list[int]:

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, text
+from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import Select
@@ -370,18 +371,52 @@ def apply_event(session: Session, kind: str, ref_id: int) -> int:
     raise ValueError(f"unknown stats event kind {kind!r}")
 
 
-def enqueue_document(session: Session, document_id: int) -> None:
-    """Schedule the stats update of a document in the caller's transaction (outbox)."""
-    from eoffice.outbox import enqueue
+_PENDING_STATS = "eoffice_stats_pending"
 
-    enqueue(session, "stats.apply", "document", document_id, queue="stats")
+
+def _pending(session: Session) -> dict[str, set[int]]:
+    pending: dict[str, set[int]] = session.info.setdefault(
+        _PENDING_STATS, {"document": set(), "delivery": set()})
+    return pending
+
+
+def enqueue_document(session: Session, document_id: int) -> None:
+    """Schedule the stats update of a document when the caller's transaction commits."""
+    _pending(session)["document"].add(document_id)
 
 
 def on_status_event(session: Session, event: Any) -> None:
     """Exchange status listener: a business status changed on a delivery."""
+    _pending(session)["delivery"].add(event.delivery_id)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _enqueue_pending(session: Session) -> None:
+    """One outbox row per document and per delivery changed in the transaction.
+
+    A document's update covers its deliveries, so a send that also delivers (and notifies)
+    costs one stats task, not one per receiver plus one.
+    """
+    pending = session.info.pop(_PENDING_STATS, None)
+    if not pending:
+        return
     from eoffice.outbox import enqueue
 
-    enqueue(session, "stats.apply", "delivery", event.delivery_id, queue="stats")
+    documents = pending["document"]
+    for document_id in sorted(documents):
+        enqueue(session, "stats.apply", "document", document_id, queue="stats")
+    for delivery_id in sorted(pending["delivery"]):
+        # Read from the session's identity map: no query for a delivery this transaction
+        # already holds.
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None and delivery.document_id in documents:
+            continue
+        enqueue(session, "stats.apply", "delivery", delivery_id, queue="stats")
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_pending(session: Session) -> None:
+    session.info.pop(_PENDING_STATS, None)
 
 
 # --- full recomputation and reconciliation -------------------------------------------------

@@ -288,6 +288,13 @@ def store_check(session: Session, plan: CheckPlan, report: dict[str, Any]) -> in
         if delivery is not None and document is not None \
                 and document.file_sha256 == plan.blob_sha256:
             _apply_verdict(session, delivery, row)
+    if document is not None and document.file_sha256 == plan.blob_sha256:
+        from eoffice.stats.service import enqueue_document, signature_conformant
+
+        # The exchange-rate figures count documents whose signature conforms: a verdict that
+        # says so updates them now rather than at the next reconciliation.
+        if signature_conformant(row.indication, row.report):
+            enqueue_document(session, document.id or 0)
     return row.id
 
 

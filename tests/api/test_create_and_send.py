@@ -117,3 +117,43 @@ def test_arrivals_are_notified_inline_or_by_a_task(env: Env, as_user: Clients,
     assert len(arrivals) == receivers
     assert all(event.notified_at is not None for event in arrivals)
     assert len(notify_tasks) == (1 if receivers > INLINE_NOTIFY_MAX else 0)
+
+
+@pytest.mark.parametrize(("inline_max", "receivers"), [(10, 2), (1, 2), (0, 1)])
+def test_small_sends_are_delivered_in_the_request(env: Env, as_user: Clients,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  inline_max: int, receivers: int) -> None:
+    """Up to `inline_delivery_max` receivers the request itself fills their inboxes; beyond
+    it the deliveries are queued for a worker's fan-out. Both end with one arrival each."""
+    from eoffice.db import new_session
+    from eoffice.models import Delivery, DeliveryEvent, OutboxMessage
+    from eoffice.settings import get_settings
+
+    monkeypatch.setenv("EOFFICE_INLINE_DELIVERY_MAX", str(inline_max))
+    get_settings.cache_clear()
+    codes = sorted({u["agency_code"] for u in env.users
+                    if u.get("agency_level") == "commune"
+                    and u["agency_code"] != env.user(CLERK)["agency_code"]})[:receivers]
+    response = _create(as_user, CLERK, json.dumps(codes))
+    assert response.status_code == 201, response.text
+    inline = receivers <= inline_max
+    expected = "delivered" if inline else "queued"
+    assert [d["transport_status"] for d in response.json()["deliveries"]] == \
+        [expected] * receivers
+    document_id = response.json()["id"]
+    with new_session() as session:
+        fanouts = session.exec(select(OutboxMessage)
+                               .where(OutboxMessage.task == "exchange.deliver")).all()
+        checks = session.exec(select(OutboxMessage).where(
+            OutboxMessage.task == "verification.verify_arrivals")).all()
+        arrivals = session.exec(select(DeliveryEvent).join(
+            Delivery, Delivery.id == DeliveryEvent.delivery_id)  # type: ignore[arg-type]
+            .where(Delivery.document_id == document_id)
+            .where(DeliveryEvent.code == "01")).all()
+    assert len(fanouts) == (0 if inline else 1)
+    assert len(checks) == 1 and len(arrivals) == receivers
+    # Tasks run eagerly here: the queued ones have been fanned out by now.
+    for code in codes:
+        user = next(u for u in env.users if u["agency_code"] == code and u["role"] == "clerk")
+        assert inbox_item(as_user.client, as_user.headers(user["username"]),
+                          document_id)["status_code"] == "01"

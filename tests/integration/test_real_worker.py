@@ -22,7 +22,12 @@ def _client() -> Iterator[TestClient]:
         yield client
 
 
-def _exchange(env: Env, worker: Worker) -> None:
+def _exchange(env: Env, worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eoffice.settings import get_settings
+
+    # Small sends are delivered within the request; this test is about the worker's fan-out.
+    monkeypatch.setenv("EOFFICE_INLINE_DELIVERY_MAX", "0")
+    get_settings.cache_clear()
     client = next(_client())
     assert not __import__("eoffice.settings").settings.get_settings().tasks_eager
     sender = login(client, "clerk.minhlang", env.password("clerk.minhlang"))
@@ -79,10 +84,12 @@ def _exchange(env: Env, worker: Worker) -> None:
     assert wait_for(verdicts, message="arrival verdicts") == ["NO_SIGNATURE_FOUND"] * 2
 
 
-def test_embedded_broker_and_worker(embedded_worker: Worker, sqlite_env: Env) -> None:
-    _exchange(sqlite_env, embedded_worker)
+def test_embedded_broker_and_worker(embedded_worker: Worker, sqlite_env: Env,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _exchange(sqlite_env, embedded_worker, monkeypatch)
 
 
 @pytest.mark.integration
-def test_redis_broker_postgres_and_worker(redis_worker: Worker, pg_env: Env) -> None:
-    _exchange(pg_env, redis_worker)
+def test_redis_broker_postgres_and_worker(redis_worker: Worker, pg_env: Env,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _exchange(pg_env, redis_worker, monkeypatch)

@@ -358,7 +358,11 @@ def test_same_idempotency_key_twice_at_once_sends_once(pg_env: Env) -> None:
         sends = conn.execute(text("SELECT count(*) FROM audit_events WHERE action = "
                                   "'document.sent' AND object_id = :id"),
                              {"id": str(draft["id"])}).scalar()
-        fanouts = conn.execute(text("SELECT count(*) FROM outbox WHERE task = "
-                                    "'exchange.deliver'")).scalar()
+        # Five receivers are delivered in the request itself: one arrival, one check.
+        arrivals = conn.execute(text("SELECT count(*) FROM audit_events WHERE action = "
+                                     "'delivery.arrived' AND object_id = :id"),
+                                {"id": str(draft["id"])}).scalar()
+        checks = conn.execute(text("SELECT count(*) FROM outbox WHERE task = "
+                                   "'verification.verify_arrivals'")).scalar()
     engine.dispose()
-    assert sends == 1 and fanouts == 1
+    assert sends == 1 and arrivals == 1 and checks == 1

@@ -46,11 +46,12 @@ def test_request_id_reaches_outbox_and_task_logs(env: Env, as_user: Clients) -> 
     with new_session() as session:
         rows = session.exec(select(OutboxMessage)).all()
     caused = {row.task for row in rows if row.request_id == "req-7d1f-obs"}
-    # The fan-out notifies the arrival itself; the statistics follow through the outbox.
-    assert {"exchange.deliver", "stats.apply"} <= caused
+    # One receiver is delivered in the request; the arrival check and the statistics follow
+    # through the outbox.
+    assert {"verification.verify_arrivals", "stats.apply"} <= caused
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     by_task = {r["task"]: r for r in records}
-    assert {"exchange.deliver", "stats.apply"} <= set(by_task)
+    assert {"verification.verify_arrivals", "stats.apply"} <= set(by_task)
     for record in records:
         assert record["request_id"] == "req-7d1f-obs", record
         assert record["outcome"] == "success" and record["level"] == "INFO"
@@ -76,13 +77,14 @@ def test_metrics_export_task_outcomes_and_webhooks(env: Env, as_user: Clients) -
     def value(prefix: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
 
-    assert value('eoffice_task_runs_total{outcome="success",task="exchange.deliver"}') == 1
+    assert value('eoffice_task_runs_total{outcome="success",'
+                 'task="verification.verify_arrivals"}') == 1
     # One status package task: the acceptance (03); the arrival went out with the fan-out.
     assert value('eoffice_task_runs_total{outcome="success",task="exchange.notify_status"}') == 1
     assert value('eoffice_task_duration_seconds_count{outcome="success",'
-                 'task="exchange.deliver"}') == 1
+                 'task="verification.verify_arrivals"}') == 1
     assert value('eoffice_task_duration_seconds_sum{outcome="success",'
-                 'task="exchange.deliver"}') > 0
+                 'task="verification.verify_arrivals"}') > 0
     assert value('eoffice_webhook_deliveries{status="pending"}') == 1
     assert value('eoffice_deliveries{status_code="03"') == 1
     assert value('eoffice_document_revisions{reason="upload"}') >= 1
