@@ -3,11 +3,22 @@
 A crash between commit and publish loses nothing (the relay publishes what is left) and a
 publish that happens twice does no harm (the Celery task id is the outbox id and every task is
 idempotent).
+
+With a real broker, committed rows are handed to a per-process publisher that sends what
+gathered within `outbox_batch_seconds` together: one UPDATE marks them all, and rows of a
+task in BATCH_TASKS go out as one message to its batch task, which handles them in one
+transaction. Under load that is what a document costs the broker and the workers, not one
+message, one task and one transaction per row (bench/routing.py).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
+import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +31,12 @@ from eoffice.observability import current_request_id
 log = logging.getLogger(__name__)
 
 _PENDING_KEY = "eoffice_outbox_pending"
+# Task -> its batch task (which takes a list of the task's argument lists).
+BATCH_TASKS = {
+    "stats.apply": "stats.apply_many",
+    "verification.verify_arrivals": "verification.verify_arrivals_many",
+}
+BATCH_LIMIT = 200
 
 
 def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> OutboxMessage:
@@ -37,9 +54,14 @@ def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> Out
 def _publish_after_commit(session: Session) -> None:
     committed = session.info.pop(_PENDING_KEY, None)
     if committed:
-        # The rows are committed and their content is known: publish straight away and mark
-        # them in one statement (the relay covers a crash in between).
-        publish_rows(committed)
+        # The rows are committed and their content is known: publish without reading them
+        # back (the relay covers a crash in between).
+        from workers.celery_app import run_eagerly
+
+        if run_eagerly() or not _THREADED_PUBLISHER[0]:
+            publish_rows(committed)  # in-process tasks run now, in order (tests)
+        else:
+            _publisher().add(committed)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -68,11 +90,24 @@ def publish_rows(rows: list[OutboxMessage]) -> int:
     from sqlalchemy import update
 
     from eoffice.db import get_engine
+    from workers.celery_app import run_eagerly
 
-    done = [row.id for row in rows if _publish(row)]
-    failed = [row.id for row in rows if row.id not in done]
-    # A Core statement on a pooled connection: no ORM session for two UPDATEs that every
-    # request and task makes.
+    done: list[str] = []
+    groups: dict[tuple[str, str], list[OutboxMessage]] = {}
+    for row in rows:
+        if row.task in BATCH_TASKS and not run_eagerly():
+            groups.setdefault((row.task, row.queue), []).append(row)
+        elif _publish(row):
+            done.append(row.id)
+    for (task, queue), members in groups.items():
+        for start in range(0, len(members), BATCH_LIMIT):
+            chunk = members[start:start + BATCH_LIMIT]
+            sent = _publish(chunk[0]) if len(chunk) == 1 else _publish_batch(task, queue, chunk)
+            if sent:
+                done.extend(row.id for row in chunk)
+    published = set(done)
+    failed = [row.id for row in rows if row.id not in published]
+    # A Core statement on a pooled connection: no ORM session for two UPDATEs.
     with get_engine().begin() as connection:
         if done:
             connection.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(done))
@@ -99,6 +134,94 @@ def _publish(row: OutboxMessage) -> bool:
         log.warning("outbox publish failed for %s (%s); relay will retry", row.id, row.task,
                     exc_info=True)
         return False
+
+
+def _publish_batch(task: str, queue: str, rows: list[OutboxMessage]) -> bool:
+    """Rows of one task as one message to its batch task (with every row's request id)."""
+    from workers.celery_app import celery_app
+
+    try:
+        celery_app.send_task(BATCH_TASKS[task], args=[[row.args for row in rows]],
+                             task_id=f"batch-{uuid.uuid4()}", queue=queue,
+                             headers={"request_id": rows[0].request_id,
+                                      "request_ids": [row.request_id for row in rows]})
+        return True
+    except Exception:  # broker down: the relay tries again later
+        log.warning("outbox publish failed for %d %s rows; relay will retry", len(rows), task,
+                    exc_info=True)
+        return False
+
+
+class _Publisher:
+    """Publishes committed rows from a thread of its own, a window's worth at a time."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._rows: list[OutboxMessage] = []
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-publisher",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, rows: list[OutboxMessage]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+        self._wake.set()
+
+    def flush(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            return publish_rows(rows)
+        except Exception:  # database or broker down: the relay publishes them later
+            log.warning("outbox publisher could not publish %d rows; relay will retry",
+                        len(rows), exc_info=True)
+            return 0
+
+    def _run(self) -> None:
+        from eoffice.settings import get_settings
+
+        while True:
+            self._wake.wait()
+            # Let the rows of concurrent requests gather; clear before taking them, so a row
+            # added meanwhile is either taken now or wakes the next round.
+            time.sleep(get_settings().outbox_batch_seconds)
+            self._wake.clear()
+            self.flush()
+
+
+# Celery pool processes publish in the committing thread: they must stay single-threaded so
+# the verification sandbox can fork them (see eoffice.verification.sandbox), and a task
+# commits once, so there is little there to gather.
+_THREADED_PUBLISHER = [True]
+
+
+def publish_in_committing_thread() -> None:
+    """This process publishes each commit's rows itself (called in Celery pool processes)."""
+    _THREADED_PUBLISHER[0] = False
+
+
+_publisher_lock = threading.Lock()
+_publisher_instance: list[_Publisher] = []
+
+
+def _publisher() -> _Publisher:
+    """This process's publisher (a forked worker child starts its own)."""
+    with _publisher_lock:
+        if not _publisher_instance or _publisher_instance[0].pid != os.getpid():
+            _publisher_instance[:] = [_Publisher()]
+        return _publisher_instance[0]
+
+
+@atexit.register
+def flush_publisher() -> int:
+    """Publish what is waiting now (process exit; tests)."""
+    if _publisher_instance and _publisher_instance[0].pid == os.getpid():
+        return _publisher_instance[0].flush()
+    return 0
 
 
 def relay(older_than_seconds: float = 5.0, limit: int = 500) -> int:

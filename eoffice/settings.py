@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Sends to at most this many new receivers are delivered within the request; larger
     # fan-outs are queued for a worker (0: always the worker). See bench/routing.py.
     inline_delivery_max: int = Field(default=10, ge=0)
+    # With a real broker, outbox rows committed within this window are published together
+    # (one UPDATE; rows of a batchable task as one message). 0: publish each commit.
+    outbox_batch_seconds: float = Field(default=0.02, ge=0, le=5)
     # Worker processes add task outcomes to the shared counters at most this often.
     task_stats_flush_seconds: float = 5.0
     # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.

@@ -100,8 +100,10 @@ import_task_modules()
 def _reset_connections(**_: Any) -> None:
     # A forked child must not share the parent's database sockets.
     from eoffice.db import dispose_engines
+    from eoffice.outbox import publish_in_committing_thread
 
     dispose_engines()
+    publish_in_committing_thread()
     # Prefork pool processes are daemonic, and multiprocessing refuses children to daemonic
     # processes; the verification engine needs its own sandbox processes (time and memory
     # limits per file), which it terminates itself.
@@ -115,7 +117,13 @@ def _bind_request_id(task: Any = None, **_: Any) -> None:
     from eoffice.observability import set_request_id
 
     request_id = getattr(task.request, "request_id", None) if task else None
-    if request_id is None and task is not None:
+    batch_ids = getattr(task.request, "request_ids", None) if task else None
+    if task is not None and (request_id is None or batch_ids is None):
         headers = getattr(task.request, "headers", None) or {}
-        request_id = headers.get("request_id")
+        request_id = request_id or headers.get("request_id")
+        batch_ids = batch_ids or headers.get("request_ids")
+    if batch_ids:
+        # A batch task (see eoffice.outbox) works for several requests: its log lines name
+        # them all, so a search for any one request id still finds it.
+        request_id = ",".join(dict.fromkeys(str(r) for r in batch_ids if r)) or request_id
     set_request_id(request_id)

@@ -31,7 +31,6 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import Select
 
-from eoffice.db import insert_ignore
 from eoffice.models import (
     Delivery,
     Document,
@@ -278,97 +277,130 @@ def _upsert_day_and_month(session: Session, day_keys: dict[str, Any],
                           **{f"v_{c}": v for c, v in delta.items()}})
 
 
-def _locked_item(session: Session, kind: str, ref_id: int) -> StatsItem:
-    # The item row is the lock: raw rows are read after it is held, so the last event to run
-    # sees the latest committed state and concurrent repeats cannot double-count.
-    query = (select(StatsItem).where(StatsItem.kind == kind).where(StatsItem.ref_id == ref_id)
-             .with_for_update().execution_options(populate_existing=True))
-    item = session.exec(query).first()
-    if item is None:
-        insert_ignore(session, StatsItem, {"kind": kind, "ref_id": ref_id, "agency_id": 0,
-                                           "day": NO_DAY, "direction": ""})
-        item = session.exec(query).one()
-    return item
+CellDeltas = dict[tuple[int, date, str], dict[str, int]]
 
 
-def _apply(session: Session, item: StatsItem, new: Contribution | None) -> bool:
+def _apply(item: StatsItem, new: Contribution | None, deltas: CellDeltas) -> bool:
+    """Move an item to its new contribution, adding the difference to `deltas`."""
     old = _item_contribution(item)
     if _same(old, new):
         return False
-    if old is not None and new is not None and old.key() == new.key():
-        before, after = old.vector(), new.vector()
-        _add_delta(session, new.key(), {name: after.get(name, 0) - before.get(name, 0)
-                                        for name in set(before) | set(after)})
-    else:
-        if old is not None:
-            _add_delta(session, old.key(), {k: -v for k, v in old.vector().items()})
-        if new is not None:
-            _add_delta(session, new.key(), new.vector())
+
+    def add(key: tuple[int, date, str], vector: dict[str, int], sign: int) -> None:
+        cell = deltas.setdefault(key, {})
+        for name, value in vector.items():
+            cell[name] = cell.get(name, 0) + sign * value
+
+    if old is not None:
+        add(old.key(), old.vector(), -1)
+    if new is not None:
+        add(new.key(), new.vector(), 1)
     _store_item(item, new)
-    session.add(item)
     return True
 
 
-def _signed_ok_for_blob(session: Session, sha256: str | None) -> bool:
-    if not sha256:
-        return False
-    row = session.exec(select(VerificationReport.indication, VerificationReport.report)
-                       .where(VerificationReport.blob_sha256 == sha256)
-                       .order_by(col(VerificationReport.id).desc()).limit(1)).first()
-    return row is not None and signature_conformant(row[0], row[1])
-
-
-def apply_delivery(session: Session, delivery_id: int) -> bool:
-    """Bring one delivery's incoming item up to date; True if a cell changed."""
-    item = _locked_item(session, "dlv", delivery_id)
-    # The newest verdict on the document's file comes in the same round trip.
-    newest = (select(VerificationReport.id)
-              .where(VerificationReport.blob_sha256 == Document.file_sha256)
-              .order_by(col(VerificationReport.id).desc()).limit(1)
-              .correlate(Document).scalar_subquery())
-    found = session.exec(select(Delivery, Document, VerificationReport.indication,
-                                VerificationReport.report)
-                         .join(Document, col(Document.id) == Delivery.document_id)
-                         .join(VerificationReport, col(VerificationReport.id) == newest,
-                               isouter=True)
-                         .where(Delivery.id == delivery_id)
-                         .execution_options(populate_existing=True)).first()
-    new = None
-    if found is not None:
-        delivery, doc, indication, report = found
-        signed_ok = bool(doc.file_sha256) and indication is not None \
-            and signature_conformant(indication, report)
-        new = delivery_contribution(delivery, doc, signed_ok)
-    return _apply(session, item, new)
-
-
-def apply_document(session: Session, document_id: int) -> int:
-    """Bring a document's item and all its deliveries' items up to date; cells changed."""
-    item = _locked_item(session, "doc", document_id)
-    doc = session.get(Document, document_id, populate_existing=True)
-    if doc is None:
-        return int(_apply(session, item, None))
-    signed_ok = _signed_ok_for_blob(session, doc.file_sha256)
-    changed = int(_apply(session, item, document_contribution(doc, signed_ok)))
-    delivery_ids = session.exec(select(Delivery.id).where(Delivery.document_id == document_id)
-                                .order_by(col(Delivery.id))).all()
-    for delivery_id in delivery_ids:
-        assert delivery_id is not None
-        changed += int(apply_delivery(session, delivery_id))
-    return changed
+def _flush_deltas(session: Session, deltas: CellDeltas) -> None:
+    """Add gathered vectors to their cells, in key order (concurrent batches lock alike)."""
+    for key in sorted(deltas):
+        _add_delta(session, key, deltas[key])
 
 
 def apply_event(session: Session, kind: str, ref_id: int) -> int:
     """Apply one stats event: ("document", id) or ("delivery", id)."""
+    return apply_events(session, [(kind, ref_id)])
+
+
+def apply_events(session: Session, events: Iterable[tuple[str, int]]) -> int:
+    """Apply stats events in one transaction; returns how many items changed.
+
+    Set-based, so a batch costs a handful of statements whatever its size: the items are
+    created if missing and locked in a fixed order (documents, then deliveries, by id); the
+    raw rows are read after the locks are held, so the last batch to run sees the latest
+    committed state and concurrent repeats cannot double-count; the cells the items move
+    are summed and written once each, in key order, so two batches cannot deadlock.
+    """
+    unique = set(events)
+    for kind, _ref in unique:
+        if kind not in ("document", "delivery"):
+            raise ValueError(f"unknown stats event kind {kind!r}")
+    if not unique:
+        return 0
     if session.get_bind().dialect.name == "postgresql":
         # Aggregates are derived data that reconciliation rebuilds: no need to wait for the
         # WAL flush on every event (it is most of the cost of a small transaction).
         session.execute(text("SET LOCAL synchronous_commit = off"))
-    if kind == "document":
-        return apply_document(session, ref_id)
-    if kind == "delivery":
-        return int(apply_delivery(session, ref_id))
-    raise ValueError(f"unknown stats event kind {kind!r}")
+    doc_ids = sorted({ref for kind, ref in unique if kind == "document"})
+    dlv_ids = {ref for kind, ref in unique if kind == "delivery"}
+    if doc_ids:
+        # A document's event covers its deliveries (their rows are re-read under the lock).
+        dlv_ids.update(int(i) for i in session.exec(
+            select(Delivery.id).where(col(Delivery.document_id).in_(doc_ids))).all()
+            if i is not None)
+    keys = [("doc", i) for i in doc_ids] + [("dlv", i) for i in sorted(dlv_ids)]
+    items = _lock_items(session, keys)
+    deliveries = {row.id: row for row in session.execute(
+        _select_columns(*_DLV_COLUMNS).where(col(Delivery.id).in_(sorted(dlv_ids))))} \
+        if dlv_ids else {}
+    wanted_docs = set(doc_ids) | {row.document_id for row in deliveries.values()}
+    docs = {row.id: row for row in session.execute(
+        _select_columns(*_DOC_COLUMNS).where(col(Document.id).in_(sorted(wanted_docs))))} \
+        if wanted_docs else {}
+    good = _conformant_among(session, {d.file_sha256 for d in docs.values() if d.file_sha256})
+    deltas: CellDeltas = {}
+    changed = 0
+    for kind, ref_id in keys:
+        new: Contribution | None = None
+        if kind == "doc":
+            doc = docs.get(ref_id)
+            if doc is not None:
+                new = document_contribution(doc, doc.file_sha256 in good)
+        else:
+            dlv = deliveries.get(ref_id)
+            parent = docs.get(dlv.document_id) if dlv is not None else None
+            if dlv is not None and parent is not None:
+                new = delivery_contribution(dlv, parent, parent.file_sha256 in good)
+        changed += int(_apply(items[(kind, ref_id)], new, deltas))
+    _flush_deltas(session, {key: {n: v for n, v in delta.items() if v}
+                            for key, delta in deltas.items()})
+    return changed
+
+
+def _lock_items(session: Session, keys: list[tuple[str, int]]
+                ) -> dict[tuple[str, int], StatsItem]:
+    """The items of these keys, created if missing, locked (FOR UPDATE) in key order."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    table = _table(StatsItem)
+    session.execute(insert(table).values([
+        {"kind": kind, "ref_id": ref_id, "agency_id": 0, "day": NO_DAY, "direction": "",
+         **dict.fromkeys(COUNTERS, 0)} for kind, ref_id in keys]).on_conflict_do_nothing())
+    found: dict[tuple[str, int], StatsItem] = {}
+    for kind in ("doc", "dlv"):
+        ids = [ref for k, ref in keys if k == kind]
+        if not ids:
+            continue
+        rows = session.exec(select(StatsItem).where(StatsItem.kind == kind)
+                            .where(col(StatsItem.ref_id).in_(ids))
+                            .order_by(col(StatsItem.ref_id)).with_for_update()
+                            .execution_options(populate_existing=True)).all()
+        found.update({(kind, row.ref_id): row for row in rows})
+    return found
+
+
+def _conformant_among(session: Session, blobs: set[str]) -> set[str]:
+    """Which of these files' newest verdicts found a conformant signature."""
+    if not blobs:
+        return set()
+    latest: dict[str, bool] = {}
+    for sha, indication, report in session.exec(
+            select(VerificationReport.blob_sha256, VerificationReport.indication,
+                   VerificationReport.report)
+            .where(col(VerificationReport.blob_sha256).in_(sorted(blobs)))
+            .order_by(col(VerificationReport.id))).all():
+        latest[sha] = signature_conformant(indication, report)
+    return {sha for sha, ok in latest.items() if ok}
 
 
 _PENDING_STATS = "eoffice_stats_pending"

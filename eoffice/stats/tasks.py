@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.schedules import crontab
 from sqlalchemy.exc import OperationalError
 
@@ -24,6 +26,13 @@ def apply(kind: str, ref_id: int) -> int:
     """Recompute the aggregate items of one document or delivery (idempotent)."""
     with task_session() as session:
         return service.apply_event(session, kind, ref_id)
+
+
+@celery_app.task(name="stats.apply_many", **RETRY)
+def apply_many(items: list[list[Any]]) -> int:
+    """Several stats events in one transaction (the outbox batches them under load)."""
+    with task_session() as session:
+        return service.apply_events(session, [(str(kind), int(ref)) for kind, ref in items])
 
 
 @celery_app.task(name="stats.reconcile", **RETRY)

@@ -229,6 +229,14 @@ def plan_delivery_check(session: Session, delivery_id: int) -> CheckPlan | None:
                      revision_id=_revision_id(session, document), delivery_ids=[delivery_id])
 
 
+def _session_trust_roots(session: Session) -> tuple[list[x509.Certificate], str]:
+    """The trust roots, read once per transaction (a batch plans many checks in one)."""
+    cached = session.info.get("eoffice_trust_roots")
+    if cached is None:
+        cached = session.info["eoffice_trust_roots"] = trust.trust_roots(session)
+    return cached  # type: ignore[no-any-return]
+
+
 def plan_arrivals_check(session: Session, document_id: int) -> CheckPlan | None:
     """One check of a document's file for all its arrived, not yet checked deliveries."""
     document = session.get(Document, document_id)
@@ -245,7 +253,7 @@ def plan_arrivals_check(session: Session, document_id: int) -> CheckPlan | None:
                if d.id is not None and (r is None or r.blob_sha256 != document.file_sha256)]
     if not pending:
         return None  # every arrival was checked already (outbox may publish twice)
-    roots, state = trust.trust_roots(session)
+    roots, state = _session_trust_roots(session)
     reuse = _reusable(session, document, state)
     if reuse is not None:
         for delivery in pending:

@@ -49,6 +49,20 @@ def verify_arrivals(document_id: int) -> int | None:
         return service.store_check(session, plan, report)
 
 
+@celery_app.task(name="verification.verify_arrivals_many", **RETRY)
+def verify_arrivals_many(items: list[list[int]]) -> int:
+    """Several documents' arrival checks: one planning and one storing transaction for all
+    (the outbox batches them under load); each file is still analysed on its own."""
+    with task_session() as session:
+        plans = [plan for (document_id,) in items
+                 if (plan := service.plan_arrivals_check(session, int(document_id)))]
+    reports = [service.run_check(plan) for plan in plans]
+    with task_session() as session:
+        for plan, report in zip(plans, reports, strict=True):
+            service.store_check(session, plan, report)
+    return len(plans)
+
+
 @celery_app.task(name="verification.reverify", **RETRY)
 def reverify(limit: int | None = None) -> int:
     """Re-verify documents whose verdict used another trust state or is too old."""
