@@ -198,7 +198,8 @@ def test_broker_restart_while_sending_loses_nothing(
     shared_redis_url()  # same requirement as the other integration tests
     own_redis = RedisServer(tmp_path / "redis")
     own_redis.start()
-    settings = settings_for(pg_env, own_redis.url)
+    # The fan-out goes through the broker (small sends are otherwise delivered in the request).
+    settings = settings_for(pg_env, own_redis.url, EOFFICE_INLINE_DELIVERY_MAX="0")
     targets = receivers(pg_env, 3)
     point_app_at(monkeypatch, settings)
     worker = CeleryProcess("worker", settings, tmp_path / "worker.log")
