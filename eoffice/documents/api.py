@@ -40,8 +40,14 @@ def parse_metadata(raw: str) -> DocumentMetadata:
         raise from_pydantic(exc, prefix="metadata") from exc
 
 
-def document_out(session: Session, principal: Principal, document: Document) -> dict[str, Any]:
-    """The document as its reader may see it: a receiver sees only its own delivery."""
+def document_out(session: Session, principal: Principal, document: Document, *,
+                 revisions: list[DocumentRevision] | None = None,
+                 attachments: list[Attachment] | None = None) -> dict[str, Any]:
+    """The document as its reader may see it: a receiver sees only its own delivery.
+
+    A caller that has just written the revisions and attachments passes them in, which
+    spares the reads.
+    """
     sender = session.get(Agency, document.sender_id)
     assert sender is not None
     query = (select(Delivery, Agency).join(Agency, col(Agency.id) == Delivery.recipient_id)
@@ -49,11 +55,13 @@ def document_out(session: Session, principal: Principal, document: Document) -> 
     if principal.role != "auditor" and principal.agency_id != document.sender_id:
         query = query.where(Delivery.recipient_id == principal.agency_id)
     deliveries = [delivery_out(d, document, a) for d, a in session.exec(query).all()]
-    revisions = session.exec(select(DocumentRevision)
-                             .where(DocumentRevision.document_id == document.id)
-                             .order_by(col(DocumentRevision.number))).all()
-    attachments = session.exec(select(Attachment)
-                               .where(Attachment.document_id == document.id)).all()
+    if revisions is None:
+        revisions = list(session.exec(select(DocumentRevision)
+                                      .where(DocumentRevision.document_id == document.id)
+                                      .order_by(col(DocumentRevision.number))).all())
+    if attachments is None:
+        attachments = list(session.exec(select(Attachment)
+                                        .where(Attachment.document_id == document.id)).all())
     return DocumentOut(
         id=document.id or 0, sender=sender.code, sender_name=sender.name,
         status=document.status, channel=document.channel, paper=document.also_on_paper,
@@ -148,7 +156,8 @@ def create_document(session: SessionDep, principal: CurrentPrincipal,
         from eoffice.exchange.service import send_document
 
         send_document(session, principal, document, targets)
-    result = document_out(session, principal, document)
+    result = document_out(session, principal, document, **service.written_parts(session,
+                                                                             document))
     if idempotency_key is not None:
         idempotency.store(session, principal.key, "create", idempotency_key, 201, result)
     return JSONResponse(result, status_code=201)

@@ -77,22 +77,39 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     session.add(document)
     session.flush()
     assert document.id is not None
+    revisions: list[DocumentRevision] = []
     if document.file_sha256:
-        session.add(DocumentRevision(document_id=document.id, number=1,
-                                     blob_sha256=document.file_sha256, reason="upload",
-                                     created_by_id=principal.user_id))
+        revisions.append(DocumentRevision(document_id=document.id, number=1,
+                                          blob_sha256=document.file_sha256, reason="upload",
+                                          created_by_id=principal.user_id))
+    written: list[Attachment] = []
     for stream, name, content_type in attachments:
         stored = store_upload(session, stream, content_type=content_type or
                               "application/octet-stream", max_bytes=_max_bytes())
-        session.add(Attachment(document_id=document.id, blob_sha256=stored.sha256,
-                               file_name=(name or "attachment")[-255:],
-                               content_type=content_type or "application/octet-stream",
-                               size=stored.size))
+        written.append(Attachment(document_id=document.id, blob_sha256=stored.sha256,
+                                  file_name=(name or "attachment")[-255:],
+                                  content_type=content_type or "application/octet-stream",
+                                  size=stored.size))
+    session.add_all([*revisions, *written])
     session.flush()
+    # Held here (the identity map holds clean objects weakly) for the response to reuse.
+    session.info.setdefault(_WRITTEN, {})[document.id] = (revisions, written)
     record(session, actor=principal.name, action="document.created", object_type="document",
            object_id=document.id, agency_id=principal.agency_id,
            data={"type_name": document.type_name, "file": document.file_sha256})
     return document
+
+
+_WRITTEN = "eoffice_written_parts"
+
+
+def written_parts(session: Session, document: Document) -> dict[str, Any]:
+    """The revisions and attachments `create_document` wrote in this session, so the
+    response needs no query for them (empty: the caller reads them)."""
+    revisions, attachments = session.info.get(_WRITTEN, {}).pop(document.id, (None, None))
+    if revisions is None:
+        return {}
+    return {"revisions": revisions, "attachments": attachments}
 
 
 def _resolve_response_for(session: Session, principal: Principal,

@@ -121,6 +121,11 @@ def test_attachments_are_kept(env: Env, as_user: Clients) -> None:
         f"/api/v1/documents/{body['id']}/attachments/{body['attachments'][1]['id']}",
         headers=headers)
     assert got.content == b"xlsx-bytes"
+    # The create response (built from what was written) says what a later read says.
+    again = as_user.client.get(f"/api/v1/documents/{body['id']}", headers=headers).json()
+    assert body["attachments"] == again["attachments"]
+    assert body["revisions"] == again["revisions"]
+    assert [r["number"] for r in body["revisions"]] == [1]
 
 
 def test_numbers_notation_and_yearly_restart(env: Env, as_user: Clients) -> None:
