@@ -1,12 +1,13 @@
-# Measured on the 2-core dev box, idle apart from this run (2026-11-27):
+# Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 3):
 #   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
-#   baseline 637-674 inserts/s; sending 34.4-38.0 documents/s in one request each (upload,
-#   issue and send), 29.5-37.2/s in two requests: 0.051-0.060 of the baseline (target 0.25:
-#   NOT met). CPU ms per document: api 20-22, worker 20-23, postgres 7-8, client 2-2.5;
-#   per baseline insert: app 1.2, postgres 0.3, client 0.7.
-#   100-receiver fan-out visible in every inbox after 0.12-0.24 s (target < 1 s: met).
-# Earlier the same day, before this session's changes: 19-21 documents/s (two requests),
-# baseline 460-540/s (0.035-0.043); api 38-41 ms, worker 28-31 ms per document.
+#   baseline 1000.8 inserts/s; sending 59.9 documents/s in one request each (upload, issue
+#   and send), 58.4/s in two requests: 0.060 of the baseline (target 0.25: NOT met).
+#   CPU ms per document: api 14.1, worker 9.9, postgres 4.9, client 1.6; per baseline
+#   insert: app 0.8, postgres 0.2, client 0.5. 100-receiver fan-out visible in every inbox
+#   after 0.094-0.099 s (target < 1 s: met).
+# At the start of that session, same machine and command: 42.6-53.0 documents/s against a
+# baseline of 940-1010/s (0.045-0.056); api 14-18 ms, worker 14-18 ms, postgres 5.4-6.5 ms.
+# Session 2 (a slower machine): 34.4-38.0/s against 637-674/s (0.051-0.060).
 """Routing throughput on the production path: PostgreSQL, Redis, Celery workers, uvicorn.
 
     .venv/bin/python bench/routing.py [--seconds 8] [--clients 8] [--receivers 100]

@@ -44,7 +44,8 @@ def _deliveries(session: SessionDep, document: Document) -> list[dict[str, Any]]
 def send(document_id: int, body: SendRequest, session: SessionDep, principal: CurrentPrincipal,
          idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
          ) -> JSONResponse:
-    """Send to agencies and/or groups; one delivery per receiver, fanned out by a worker."""
+    """Send to agencies and/or groups: one delivery per receiver, placed in the inboxes by
+    this request for a few receivers (`inline_delivery_max`), by a worker for more."""
     endpoint = f"send:{document_id}"
     if idempotency_key is not None:
         stored = idempotency.claim(session, principal.key, endpoint, idempotency_key,
