@@ -122,33 +122,38 @@ def publish_rows(rows: list[OutboxMessage]) -> int:
 def _publish(row: OutboxMessage) -> bool:
     from workers.celery_app import celery_app, run_eagerly
 
-    try:
-        if run_eagerly():
+    if run_eagerly():
+        try:
             celery_app.tasks[row.task].apply(args=row.args, task_id=row.id,
                                              headers={"request_id": row.request_id})
-        else:
-            celery_app.send_task(row.task, args=row.args, task_id=row.id, queue=row.queue,
-                                 headers={"request_id": row.request_id})
-        return True
-    except Exception:  # broker down: the relay tries again later
-        log.warning("outbox publish failed for %s (%s); relay will retry", row.id, row.task,
-                    exc_info=True)
-        return False
+            return True
+        except Exception:  # the relay tries again later, as with a broker
+            log.warning("outbox run failed for %s (%s); relay will retry", row.id, row.task,
+                        exc_info=True)
+            return False
+    return _send(row.task, row.args, row.queue, task_id=row.id,
+                 headers={"request_id": row.request_id}, what=f"{row.id} ({row.task})")
 
 
 def _publish_batch(task: str, queue: str, rows: list[OutboxMessage]) -> bool:
     """Rows of one task as one message to its batch task (with every row's request id)."""
+    return _send(BATCH_TASKS[task], [[row.args for row in rows]], queue,
+                 task_id=f"batch-{uuid.uuid4()}",
+                 headers={"request_id": rows[0].request_id,
+                          "request_ids": [row.request_id for row in rows]},
+                 what=f"{len(rows)} {task} rows")
+
+
+def _send(task: str, args: list[Any], queue: str, *, task_id: str, headers: dict[str, Any],
+          what: str) -> bool:
+    """One message to the broker; False (and a warning) when the broker is down."""
     from workers.celery_app import celery_app
 
     try:
-        celery_app.send_task(BATCH_TASKS[task], args=[[row.args for row in rows]],
-                             task_id=f"batch-{uuid.uuid4()}", queue=queue,
-                             headers={"request_id": rows[0].request_id,
-                                      "request_ids": [row.request_id for row in rows]})
+        celery_app.send_task(task, args=args, task_id=task_id, queue=queue, headers=headers)
         return True
     except Exception:  # broker down: the relay tries again later
-        log.warning("outbox publish failed for %d %s rows; relay will retry", len(rows), task,
-                    exc_info=True)
+        log.warning("outbox publish failed for %s; relay will retry", what, exc_info=True)
         return False
 
 

@@ -345,7 +345,7 @@ def apply_events(session: Session, events: Iterable[tuple[str, int]]) -> int:
     docs = {row.id: row for row in session.execute(
         _select_columns(*_DOC_COLUMNS).where(col(Document.id).in_(sorted(wanted_docs))))} \
         if wanted_docs else {}
-    good = _conformant_among(session, {d.file_sha256 for d in docs.values() if d.file_sha256})
+    good = _conformant_blobs(session, {d.file_sha256 for d in docs.values() if d.file_sha256})
     deltas: CellDeltas = {}
     changed = 0
     for kind, ref_id in keys:
@@ -360,8 +360,7 @@ def apply_events(session: Session, events: Iterable[tuple[str, int]]) -> int:
             if dlv is not None and parent is not None:
                 new = delivery_contribution(dlv, parent, parent.file_sha256 in good)
         changed += int(_apply(items[(kind, ref_id)], new, deltas))
-    _flush_deltas(session, {key: {n: v for n, v in delta.items() if v}
-                            for key, delta in deltas.items()})
+    _flush_deltas(session, deltas)
     return changed
 
 
@@ -387,20 +386,6 @@ def _lock_items(session: Session, keys: list[tuple[str, int]]
                             .execution_options(populate_existing=True)).all()
         found.update({(kind, row.ref_id): row for row in rows})
     return found
-
-
-def _conformant_among(session: Session, blobs: set[str]) -> set[str]:
-    """Which of these files' newest verdicts found a conformant signature."""
-    if not blobs:
-        return set()
-    latest: dict[str, bool] = {}
-    for sha, indication, report in session.exec(
-            select(VerificationReport.blob_sha256, VerificationReport.indication,
-                   VerificationReport.report)
-            .where(col(VerificationReport.blob_sha256).in_(sorted(blobs)))
-            .order_by(col(VerificationReport.id))).all():
-        latest[sha] = signature_conformant(indication, report)
-    return {sha for sha, ok in latest.items() if ok}
 
 
 _PENDING_STATS = "eoffice_stats_pending"
@@ -474,12 +459,16 @@ def _select_columns(*columns: Any) -> Select[Any]:
     return Select(*columns)
 
 
-def _conformant_blobs(session: Session) -> set[str]:
+def _conformant_blobs(session: Session, among: set[str] | None = None) -> set[str]:
+    """Files whose newest verdict found a conformant signature (all files, or `among`)."""
+    if among is not None and not among:
+        return set()
     latest: dict[str, bool] = {}
-    rows = session.exec(select(VerificationReport.blob_sha256, VerificationReport.indication,
-                               VerificationReport.report)
-                        .order_by(col(VerificationReport.id))).all()
-    for sha, indication, report in rows:
+    query = select(VerificationReport.blob_sha256, VerificationReport.indication,
+                   VerificationReport.report).order_by(col(VerificationReport.id))
+    if among is not None:
+        query = query.where(col(VerificationReport.blob_sha256).in_(sorted(among)))
+    for sha, indication, report in session.exec(query).all():
         latest[sha] = signature_conformant(indication, report)
     return {sha for sha, ok in latest.items() if ok}
 

@@ -217,16 +217,7 @@ def plan_delivery_check(session: Session, delivery_id: int) -> CheckPlan | None:
         current = session.get(VerificationReport, delivery.verification_report_id)
         if current is not None and current.blob_sha256 == document.file_sha256:
             return None  # this delivery+file was checked already (outbox may publish twice)
-    roots, state = trust.trust_roots(session)
-    reuse = _reusable(session, document, state)
-    if reuse is not None:
-        _apply_verdict(session, delivery, reuse)
-        return None
-    return CheckPlan(blob_sha256=document.file_sha256, file_name=document.file_name or
-                     "document.pdf", trust_state=state, roots_der=[c.dump() for c in roots],
-                     revocation=get_settings().verify_revocation, decree30=True,
-                     purpose="arrival", document_id=document.id,
-                     revision_id=_revision_id(session, document), delivery_ids=[delivery_id])
+    return _arrival_plan(session, document, [delivery])
 
 
 def _session_trust_roots(session: Session) -> tuple[list[x509.Certificate], str]:
@@ -253,13 +244,20 @@ def plan_arrivals_check(session: Session, document_id: int) -> CheckPlan | None:
                if d.id is not None and (r is None or r.blob_sha256 != document.file_sha256)]
     if not pending:
         return None  # every arrival was checked already (outbox may publish twice)
+    return _arrival_plan(session, document, pending)
+
+
+def _arrival_plan(session: Session, document: Document, pending: list[Delivery]
+                  ) -> CheckPlan | None:
+    """The check of a document's file for these deliveries, or None when a recent report
+    under the same trust state answers it (its verdict is applied here)."""
     roots, state = _session_trust_roots(session)
     reuse = _reusable(session, document, state)
     if reuse is not None:
         for delivery in pending:
             _apply_verdict(session, delivery, reuse)
         return None
-    return CheckPlan(blob_sha256=document.file_sha256, file_name=document.file_name or
+    return CheckPlan(blob_sha256=document.file_sha256 or "", file_name=document.file_name or
                      "document.pdf", trust_state=state, roots_der=[c.dump() for c in roots],
                      revocation=get_settings().verify_revocation, decree30=True,
                      purpose="arrival", document_id=document.id,

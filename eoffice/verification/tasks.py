@@ -7,8 +7,10 @@ database transaction open, so a slow or hostile PDF never holds a lock.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
 
 from eoffice.db import task_session
 from eoffice.verification import service
@@ -25,42 +27,39 @@ BEAT_SCHEDULE = {
 }
 
 
+def _plan_run_store(plan: Callable[[Session, int], service.CheckPlan | None],
+                    ids: list[int]) -> list[int]:
+    """Plan every check in one transaction, analyse each file with none open, store every
+    report in one transaction; returns the stored reports' ids."""
+    with task_session() as session:
+        plans = [found for ref in ids if (found := plan(session, ref)) is not None]
+    reports = [service.run_check(found) for found in plans]
+    with task_session() as session:
+        stored = [service.store_check(session, found, report)
+                  for found, report in zip(plans, reports, strict=True)]
+    return [report_id for report_id in stored if report_id is not None]
+
+
 @celery_app.task(name="verification.verify_delivery", **RETRY)
 def verify_delivery(delivery_id: int) -> int | None:
     """Verify an arrived document's file and set the delivery's verdict (idempotent)."""
-    with task_session() as session:
-        plan = service.plan_delivery_check(session, delivery_id)
-    if plan is None:
-        return None
-    report = service.run_check(plan)
-    with task_session() as session:
-        return service.store_check(session, plan, report)
+    stored = _plan_run_store(service.plan_delivery_check, [delivery_id])
+    return stored[0] if stored else None
 
 
 @celery_app.task(name="verification.verify_arrivals", **RETRY)
 def verify_arrivals(document_id: int) -> int | None:
     """Verify a document's file once for every delivery that arrived (idempotent)."""
-    with task_session() as session:
-        plan = service.plan_arrivals_check(session, document_id)
-    if plan is None:
-        return None
-    report = service.run_check(plan)
-    with task_session() as session:
-        return service.store_check(session, plan, report)
+    stored = _plan_run_store(service.plan_arrivals_check, [document_id])
+    return stored[0] if stored else None
 
 
 @celery_app.task(name="verification.verify_arrivals_many", **RETRY)
 def verify_arrivals_many(items: list[list[int]]) -> int:
-    """Several documents' arrival checks: one planning and one storing transaction for all
-    (the outbox batches them under load); each file is still analysed on its own."""
-    with task_session() as session:
-        plans = [plan for (document_id,) in items
-                 if (plan := service.plan_arrivals_check(session, int(document_id)))]
-    reports = [service.run_check(plan) for plan in plans]
-    with task_session() as session:
-        for plan, report in zip(plans, reports, strict=True):
-            service.store_check(session, plan, report)
-    return len(plans)
+    """Several documents' arrival checks in one planning and one storing transaction (the
+    outbox batches them under load); each file is still analysed on its own."""
+    return len(_plan_run_store(service.plan_arrivals_check,
+                               [int(document_id) for (document_id,) in items]))
 
 
 @celery_app.task(name="verification.reverify", **RETRY)

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from eoffice.agencies.demo import demo_agencies, demo_users
 from eoffice.signing.pki import init_pki
-from eoffice.signing.pki_services import create_standalone_app
+from tests.helpers import running_pki_services
 
 LEADER = "leader.tinh"
 
@@ -55,28 +52,19 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPki]:
     users = [u for u in demo_users() if u.username == LEADER]
     directory = init_pki(tmp_path_factory.mktemp("dev-pki"), base_url=base_url,
                          agencies=[province], users=users, with_images=False)
-    server = uvicorn.Server(uvicorn.Config(create_standalone_app(directory), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started, "PKI services did not start"
     previous = {k: os.environ.get(k) for k in ("EOFFICE_PKI_DIR", "EOFFICE_PKI_BASE_URL",
                                                "EOFFICE_TRUST_DIR")}
     os.environ["EOFFICE_PKI_DIR"] = str(directory)
     os.environ["EOFFICE_PKI_BASE_URL"] = base_url
     # An empty trust folder: the repository's certs/trust must not leak into the tests.
     os.environ["EOFFICE_TRUST_DIR"] = str(tmp_path_factory.mktemp("trust-dir"))
-    yield DevPki(directory, base_url)
+    with running_pki_services(directory, port):
+        yield DevPki(directory, base_url)
     for key, value in previous.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    server.should_exit = True
-    thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)
