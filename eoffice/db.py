@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -92,3 +92,42 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
 
     result = session.exec(stmt.returning(literal_column("1")))  # type: ignore[call-overload]
     return result.first() is not None
+
+
+# --- rows written at commit --------------------------------------------------------------
+
+_DEFERRED = "eoffice_deferred_rows"
+# Run at the outermost commit, in this order, before the deferred rows are written: steps
+# that add rows of their own (the statistics enqueue theirs) register here rather than
+# listening to before_commit themselves, whose order between modules is import order.
+BEFORE_COMMIT_STEPS: list[Callable[[Session], None]] = []
+
+
+def defer_insert(session: Session, model: Any, row: dict[str, Any]) -> None:
+    """Insert `row` when the transaction commits, with every other deferred row of its
+    table in one statement.
+
+    For append-only rows nobody reads back in the same transaction (audit entries, outbox
+    messages): a request's entries cost one INSERT instead of one per flush, and no ORM
+    object. Rolled back with the transaction like any other write.
+    """
+    tables: dict[Any, list[dict[str, Any]]] = session.info.setdefault(_DEFERRED, {})
+    tables.setdefault(model, []).append(row)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_deferred(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: the outermost commit writes them
+    for step in BEFORE_COMMIT_STEPS:
+        step(session)
+    tables = session.info.pop(_DEFERRED, None)
+    for model, rows in (tables or {}).items():
+        session.execute(model.__table__.insert(), rows)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_deferred(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        # The outermost transaction ended: written at its commit, or rolled back with it.
+        session.info.pop(_DEFERRED, None)

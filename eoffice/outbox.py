@@ -6,9 +6,10 @@ idempotent).
 
 With a real broker, committed rows are handed to a per-process publisher that sends what
 gathered within `outbox_batch_seconds` together: one UPDATE marks them all, and rows of a
-task in BATCH_TASKS go out as one message to its batch task, which handles them in one
-transaction. Under load that is what a document costs the broker and the workers, not one
-message, one task and one transaction per row (bench/routing.py).
+task in BATCH_TASKS gather for `outbox_batch_task_seconds` and go out as one message to its
+batch task, which handles them in one transaction. Under load that is what a document costs
+the broker and the workers, not one message, one task and one transaction per row
+(bench/routing.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlmodel import Session, col, select
 
-from eoffice.models import OutboxMessage, utcnow
+from eoffice.db import defer_insert
+from eoffice.models import OutboxMessage, new_uuid, utcnow
 from eoffice.observability import current_request_id
 
 log = logging.getLogger(__name__)
@@ -39,15 +41,17 @@ BATCH_TASKS = {
 BATCH_LIMIT = 200
 
 
-def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> OutboxMessage:
+def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> None:
     """Record a task to run once the current transaction commits."""
-    message = OutboxMessage(task=task, args=list(args), queue=queue,
+    message = OutboxMessage(id=new_uuid(), task=task, args=list(args), queue=queue,
                             request_id=current_request_id())
-    session.add(message)
-    session.info.setdefault(_PENDING_KEY, []).append(
-        OutboxMessage(id=message.id, task=task, args=list(args), queue=queue,
-                      request_id=message.request_id))
-    return message
+    # The row is written at commit with the transaction's other messages (defer_insert);
+    # the detached copy is what gets published after the commit.
+    defer_insert(session, OutboxMessage, {
+        "id": message.id, "task": task, "args": message.args, "queue": queue,
+        "request_id": message.request_id, "created_at": utcnow(), "published_at": None,
+        "attempts": 0})
+    session.info.setdefault(_PENDING_KEY, []).append(message)
 
 
 @event.listens_for(Session, "after_commit")
@@ -158,12 +162,19 @@ def _send(task: str, args: list[Any], queue: str, *, task_id: str, headers: dict
 
 
 class _Publisher:
-    """Publishes committed rows from a thread of its own, a window's worth at a time."""
+    """Publishes committed rows from a thread of its own, a window's worth at a time.
+
+    Rows of a batchable task wait for their own, longer window (`outbox_batch_task_seconds`)
+    so that one batch task covers many documents; other rows go out after
+    `outbox_batch_seconds`.
+    """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._rows: list[OutboxMessage] = []
+        self._batchable: list[OutboxMessage] = []
+        self._batchable_since: float | None = None
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-publisher",
                                         daemon=True)
@@ -171,12 +182,39 @@ class _Publisher:
 
     def add(self, rows: list[OutboxMessage]) -> None:
         with self._lock:
-            self._rows.extend(rows)
+            for row in rows:
+                if row.task in BATCH_TASKS:
+                    if self._batchable_since is None:
+                        self._batchable_since = time.monotonic()
+                    self._batchable.append(row)
+                else:
+                    self._rows.append(row)
         self._wake.set()
 
-    def flush(self) -> int:
+    def _take(self, *, everything: bool) -> list[OutboxMessage]:
+        from eoffice.settings import get_settings
+
         with self._lock:
             rows, self._rows = self._rows, []
+            since = self._batchable_since
+            if everything or len(self._batchable) >= BATCH_LIMIT or (
+                    since is not None and time.monotonic() - since
+                    >= get_settings().outbox_batch_task_seconds):
+                rows += self._batchable
+                self._batchable, self._batchable_since = [], None
+        return rows
+
+    def _batch_due_in(self) -> float | None:
+        from eoffice.settings import get_settings
+
+        with self._lock:
+            since = self._batchable_since
+        if since is None:
+            return None
+        return max(0.0, since + get_settings().outbox_batch_task_seconds - time.monotonic())
+
+    def flush(self, *, everything: bool = True) -> int:
+        rows = self._take(everything=everything)
         if not rows:
             return 0
         try:
@@ -190,12 +228,12 @@ class _Publisher:
         from eoffice.settings import get_settings
 
         while True:
-            self._wake.wait()
+            self._wake.wait(self._batch_due_in())
             # Let the rows of concurrent requests gather; clear before taking them, so a row
             # added meanwhile is either taken now or wakes the next round.
             time.sleep(get_settings().outbox_batch_seconds)
             self._wake.clear()
-            self.flush()
+            self.flush(everything=False)
 
 
 # Celery pool processes publish in the committing thread: they must stay single-threaded so

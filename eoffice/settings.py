@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # With a real broker, outbox rows committed within this window are published together
     # (one UPDATE; rows of a batchable task as one message). 0: publish each commit.
     outbox_batch_seconds: float = Field(default=0.02, ge=0, le=5)
+    # Rows of a batchable task (statistics, arrival checks) gather this long instead: a
+    # batch of a few documents costs the worker about what one costs (bench/routing.py).
+    outbox_batch_task_seconds: float = Field(default=0.25, ge=0, le=30)
     # Worker processes add task outcomes to the shared counters at most this often.
     task_stats_flush_seconds: float = 5.0
     # Web UI: signed session cookie, idle expiry; Secure flag auto = only over https.

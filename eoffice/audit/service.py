@@ -26,6 +26,7 @@ from asn1crypto import cms
 from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
+from eoffice.db import defer_insert
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
 from eoffice.settings import get_settings
 
@@ -57,15 +58,15 @@ _PENDING = "eoffice_audit_pending"
 
 
 def record(session: Session, *, actor: str, action: str, object_type: str, object_id: Any,
-           agency_id: int | None = None, data: dict[str, Any] | None = None) -> AuditEvent:
+           agency_id: int | None = None, data: dict[str, Any] | None = None) -> None:
     """Append one entry inside the caller's transaction; it is sealed after the commit."""
-    event = AuditEvent(at=utcnow(), actor=actor, agency_id=agency_id, action=action,
-                       object_type=object_type, object_id=str(object_id),
-                       data=json.loads(json.dumps(data or {}, default=str)))
-    # No flush: a request's entries go to the database together, in one batched INSERT.
-    session.add(event)
+    # Written at commit with the transaction's other entries, in one INSERT (defer_insert).
+    defer_insert(session, AuditEvent, {
+        "at": utcnow(), "actor": actor, "agency_id": agency_id, "action": action,
+        "object_type": object_type, "object_id": str(object_id),
+        "data": json.loads(json.dumps(data or {}, default=str)),
+        "seq": None, "prev_hash": None, "hash": None})
     session.info[_PENDING] = True
-    return event
 
 
 _last_seal = [float("-inf")]  # monotonic time of this process's last seal after a commit

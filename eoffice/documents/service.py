@@ -185,7 +185,6 @@ def issue_document(session: Session, principal: Principal, document: Document) -
     document.status = "issued"
     document.updated_at = utcnow()
     session.add(document)
-    session.flush()
     record(session, actor=principal.name, action="document.issued", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
            data={"number": number_notation(document)})

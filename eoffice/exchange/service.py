@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import resolve_recipients
@@ -99,13 +101,19 @@ def send_document(session: Session, principal: Principal, document: Document,
                             addressed_to_code=recipient.addressed_to_code)
         session.add(delivery)
         created.append(delivery)
+    inline = bool(created) and len(created) <= get_settings().inline_delivery_max
+    now = utcnow()
+    if inline:
+        # Written as arrived at once: one INSERT, no UPDATE of the rows just inserted.
+        _mark_arrived(created, now)
     session.flush()
     # One event per new delivery, written in bulk; the audit entry below names them all.
     session.add_all([DeliveryEvent(delivery_id=d.id or 0, action="queued",
                                    transport_status="queued", actor_user_id=principal.user_id,
-                                   actor_agency_id=principal.agency_id) for d in created])
-    if created and len(created) <= get_settings().inline_delivery_max:
-        _arrive(session, document.id or 0, created)
+                                   actor_agency_id=principal.agency_id, at=now)
+                     for d in created])
+    if inline:
+        _arrive(session, document.id or 0, created, now)
     elif created:
         enqueue(session, "exchange.deliver", document.id)
     # The register number is taken last: its row lock is held until commit, and every
@@ -143,29 +151,40 @@ def deliver(session: Session, document_id: int) -> int:
     return len(queued)
 
 
-def _arrive(session: Session, document_id: int, deliveries: list[Delivery]) -> None:
-    """Deliveries reach their inboxes (01): events, one audit entry, listeners, arrival check."""
-    now = utcnow()
+def _mark_arrived(deliveries: list[Delivery], now: datetime) -> None:
     for delivery in deliveries:
         delivery.transport_status = "delivered"
         delivery.status_code = "01"
         delivery.delivered_at = now
         delivery.updated_at = now
         delivery.transport_attempts += 1
-    session.add_all(deliveries)
+
+
+def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
+            now: datetime | None = None) -> None:
+    """Deliveries reach their inboxes (01): events, one audit entry, listeners, arrival check.
+
+    A caller passing `now` has marked the deliveries arrived (_mark_arrived) itself.
+    """
+    if now is None:
+        now = utcnow()
+        _mark_arrived(deliveries, now)
+        session.add_all(deliveries)
+    # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
+    # task of its own cost more than the work it did. A large one keeps them in a task of
+    # their own, so its receivers see the document before the listeners have run.
+    inline = len(deliveries) <= INLINE_NOTIFY_MAX
     events = [DeliveryEvent(delivery_id=d.id or 0, code="01", action="arrived",
-                            transport_status="delivered", at=now) for d in deliveries]
+                            transport_status="delivered", at=now,
+                            notified_at=now if inline else None) for d in deliveries]
     session.add_all(events)
     session.flush()
     record(session, actor="system", action="delivery.arrived", object_type="document",
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
                  "deliveries": {str(d.id): d.recipient_id for d in deliveries}})
-    # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
-    # task of its own cost more than the work it did. A large one keeps them in a task of
-    # their own, so its receivers see the document before the listeners have run.
-    if len(events) <= INLINE_NOTIFY_MAX:
-        _notify_events(session, events)
+    if inline:
+        _run_listeners(session, events, {d.id or 0: d for d in deliveries})
     else:
         enqueue(session, "exchange.notify_status", [e.id for e in events])
     enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
@@ -650,8 +669,10 @@ def history(session: Session, principal: Principal, document_id: int) -> list[di
             for e, d, a in rows]
 
 
-# Other domains (webhooks, statistics) subscribe here to status packages.
-StatusListener = Any
+# Other domains (webhooks, statistics) subscribe here to status packages: a listener is
+# called with a transaction's events together and their deliveries (by id), so it can do
+# its reads once for all of them.
+StatusListener = Callable[[Session, list[DeliveryEvent], dict[int, Delivery]], Any]
 STATUS_LISTENERS: list[StatusListener] = []
 
 
@@ -669,6 +690,26 @@ def _notify_events(session: Session, events: list[DeliveryEvent]) -> int:
     for event in events:
         event.notified_at = now
         session.add(event)
-        for listener in STATUS_LISTENERS:
-            listener(session, event)
+    _run_listeners(session, events, deliveries_of(session, {e.delivery_id for e in events}))
     return len(events)
+
+
+def deliveries_of(session: Session, ids: set[int]) -> dict[int, Delivery]:
+    """These deliveries by id: from the session where it holds them, the rest in one query."""
+    found: dict[int, Delivery] = {}
+    for delivery_id in ids:
+        held = session.identity_map.get(identity_key(Delivery, delivery_id))
+        if held is not None:
+            found[delivery_id] = held
+    missing = sorted(ids - found.keys())
+    if missing:
+        found.update({d.id or 0: d for d in session.exec(
+            select(Delivery).where(col(Delivery.id).in_(missing))).all()})
+    return found
+
+
+def _run_listeners(session: Session, events: list[DeliveryEvent],
+                   deliveries: dict[int, Delivery]) -> None:
+    if events:
+        for listener in STATUS_LISTENERS:
+            listener(session, events, deliveries)

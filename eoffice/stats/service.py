@@ -31,6 +31,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import Select
 
+from eoffice.db import BEFORE_COMMIT_STEPS
 from eoffice.models import (
     Delivery,
     Document,
@@ -391,9 +392,9 @@ def _lock_items(session: Session, keys: list[tuple[str, int]]
 _PENDING_STATS = "eoffice_stats_pending"
 
 
-def _pending(session: Session) -> dict[str, set[int]]:
-    pending: dict[str, set[int]] = session.info.setdefault(
-        _PENDING_STATS, {"document": set(), "delivery": set()})
+def _pending(session: Session) -> dict[str, Any]:
+    pending: dict[str, Any] = session.info.setdefault(
+        _PENDING_STATS, {"document": set(), "delivery": {}})
     return pending
 
 
@@ -402,12 +403,14 @@ def enqueue_document(session: Session, document_id: int) -> None:
     _pending(session)["document"].add(document_id)
 
 
-def on_status_event(session: Session, event: Any) -> None:
-    """Exchange status listener: a business status changed on a delivery."""
-    _pending(session)["delivery"].add(event.delivery_id)
+def on_status_events(session: Session, events: list[Any], deliveries: dict[int, Any]) -> None:
+    """Exchange status listener: business statuses changed on these deliveries."""
+    pending = _pending(session)["delivery"]
+    for event in events:
+        delivery = deliveries.get(event.delivery_id)
+        pending[event.delivery_id] = delivery.document_id if delivery is not None else None
 
 
-@sa_event.listens_for(Session, "before_commit")
 def _enqueue_pending(session: Session) -> None:
     """One outbox row per document and per delivery changed in the transaction.
 
@@ -422,13 +425,13 @@ def _enqueue_pending(session: Session) -> None:
     documents = pending["document"]
     for document_id in sorted(documents):
         enqueue(session, "stats.apply", "document", document_id, queue="stats")
-    for delivery_id in sorted(pending["delivery"]):
-        # Read from the session's identity map: no query for a delivery this transaction
-        # already holds.
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is not None and delivery.document_id in documents:
-            continue
-        enqueue(session, "stats.apply", "delivery", delivery_id, queue="stats")
+    for delivery_id, document_id in sorted(pending["delivery"].items()):
+        if document_id not in documents:
+            enqueue(session, "stats.apply", "delivery", delivery_id, queue="stats")
+
+
+# Before the commit writes the transaction's outbox rows, which these join.
+BEFORE_COMMIT_STEPS.append(_enqueue_pending)
 
 
 @sa_event.listens_for(Session, "after_rollback")

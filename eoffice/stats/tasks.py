@@ -17,8 +17,8 @@ RETRY = {"autoretry_for": (OperationalError, ConnectionError), "retry_backoff": 
          "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
 
 # Every business-status package of a delivery also updates that delivery's statistics.
-if service.on_status_event not in STATUS_LISTENERS:
-    STATUS_LISTENERS.append(service.on_status_event)
+if service.on_status_events not in STATUS_LISTENERS:
+    STATUS_LISTENERS.append(service.on_status_events)
 
 
 @celery_app.task(name="stats.apply", **RETRY)

@@ -218,47 +218,55 @@ def _payload(event: DeliveryEvent, event_type: str, delivery: Delivery, document
     }
 
 
-def on_status_event(session: Session, event: DeliveryEvent) -> int:
-    """Exchange listener: one push row per subscribed endpoint, enqueued via the outbox."""
-    if event.code is None:
+def on_status_events(session: Session, events: list[DeliveryEvent],
+                     deliveries: dict[int, Delivery]) -> int:
+    """Exchange listener: one push row per subscribed endpoint and event, via the outbox.
+
+    The endpoints of every agency the events concern are read in one query.
+    """
+    coded = [(e, deliveries[e.delivery_id]) for e in events
+             if e.code is not None and e.delivery_id in deliveries]
+    if not coded:
         return 0
-    delivery = session.get(Delivery, event.delivery_id)
-    if delivery is None:
-        return 0
-    document = session.get(Document, delivery.document_id)
-    assert document is not None
-    targets: list[tuple[int, str]] = [(document.sender_id, "delivery.status")]
-    if event.code == "01":
-        targets.append((delivery.recipient_id, "document.arrived"))
-    elif event.code == "13":
-        targets.append((delivery.recipient_id, "document.recall_requested"))
-    agency_ids = {agency_id for agency_id, _ in targets}
+    documents = {d.document_id: session.get(Document, d.document_id) for _, d in coded}
+    planned: list[tuple[DeliveryEvent, Delivery, Document, list[tuple[int, str]]]] = []
+    for event, delivery in coded:
+        document = documents[delivery.document_id]
+        assert document is not None
+        targets: list[tuple[int, str]] = [(document.sender_id, "delivery.status")]
+        if event.code == "01":
+            targets.append((delivery.recipient_id, "document.arrived"))
+        elif event.code == "13":
+            targets.append((delivery.recipient_id, "document.recall_requested"))
+        planned.append((event, delivery, document, targets))
+    agency_ids = {agency_id for *_, targets in planned for agency_id, _ in targets}
     endpoints = session.exec(select(WebhookEndpoint)
                              .where(col(WebhookEndpoint.agency_id).in_(agency_ids))
                              .where(col(WebhookEndpoint.active).is_(True))
                              .where(col(WebhookEndpoint.deleted_at).is_(None))).all()
     if not endpoints:
         return 0
-    sender = session.get(Agency, document.sender_id)
-    recipient = session.get(Agency, delivery.recipient_id)
-    assert sender is not None and recipient is not None
     created = 0
     now = utcnow()
-    for agency_id, event_type in targets:
-        for endpoint in endpoints:
-            if endpoint.agency_id != agency_id or event_type not in (endpoint.events or []):
-                continue
-            row_id = new_uuid()
-            # The unique (endpoint, event) pair makes a re-run of the listener a no-op.
-            if insert_ignore(session, WebhookDelivery, {
-                    "id": row_id, "endpoint_id": endpoint.id, "event_type": event_type,
-                    "event_key": f"{event_type}:{event.id}",
-                    "payload": _payload(event, event_type, delivery, document, sender,
-                                        recipient),
-                    "status": "pending", "attempts": 0, "created_at": now,
-                    "updated_at": now}):
-                enqueue(session, "webhooks.push", row_id)
-                created += 1
+    for event, delivery, document, targets in planned:
+        sender = session.get(Agency, document.sender_id)
+        recipient = session.get(Agency, delivery.recipient_id)
+        assert sender is not None and recipient is not None
+        for agency_id, event_type in targets:
+            for endpoint in endpoints:
+                if endpoint.agency_id != agency_id or event_type not in (endpoint.events or []):
+                    continue
+                row_id = new_uuid()
+                # The unique (endpoint, event) pair makes a re-run of the listener a no-op.
+                if insert_ignore(session, WebhookDelivery, {
+                        "id": row_id, "endpoint_id": endpoint.id, "event_type": event_type,
+                        "event_key": f"{event_type}:{event.id}",
+                        "payload": _payload(event, event_type, delivery, document, sender,
+                                            recipient),
+                        "status": "pending", "attempts": 0, "created_at": now,
+                        "updated_at": now}):
+                    enqueue(session, "webhooks.push", row_id)
+                    created += 1
     return created
 
 

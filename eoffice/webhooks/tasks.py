@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 RETRY = {"autoretry_for": (OperationalError, ConnectionError), "retry_backoff": True,
          "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
 
-if service.on_status_event not in STATUS_LISTENERS:
-    STATUS_LISTENERS.append(service.on_status_event)
+if service.on_status_events not in STATUS_LISTENERS:
+    STATUS_LISTENERS.append(service.on_status_events)
 
 # Task outcome counters live in the database so every worker process and node adds up;
 # worker logs go through our (JSON) handler with the request id. Installed from here because
