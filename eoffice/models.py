@@ -88,6 +88,17 @@ class Agency(SQLModel, table=True):
     created_at: datetime = created_column()
 
 
+class DirectoryVersion(SQLModel, table=True):
+    """One row, given a new random value by every transaction that writes an agency:
+    processes cache the directory and read it again only when this moved
+    (AgencyTree.load)."""
+
+    __tablename__ = "directory_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
 

@@ -6,16 +6,18 @@ import csv
 import io
 import json
 import re
+import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol, cast
 
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from eoffice.errors import Forbidden, NotFound, ValidationFailed
-from eoffice.models import Agency
+from eoffice.models import Agency, DirectoryVersion
 from eoffice.settings import get_settings
 
 LEVELS = ("central", "province", "department", "district", "commune")
@@ -57,6 +59,39 @@ def by_code(session: Session, code: str) -> Agency:
     return agency
 
 
+# Per database URL: (directory version, tree). See AgencyTree.load.
+_DIRECTORY_CACHE: dict[str, tuple[int, AgencyTree]] = {}
+_SESSION_TREE = "eoffice_agency_tree"
+_WROTE_AGENCIES = "eoffice_wrote_agencies"
+
+
+def _wrote_agencies(session: Session) -> bool:
+    return bool(session.info.get(_WROTE_AGENCIES)) or any(
+        isinstance(row, Agency) for row in (*session.new, *session.dirty, *session.deleted))
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_directory_version(session: Session, _context: Any, _instances: Any) -> None:
+    """Every flush that writes an agency moves the directory version (caches re-read).
+
+    The version is a random number, not a counter: two databases reached at the same URL
+    (a restore, a recreated test database) do not share a version.
+    """
+    if any(isinstance(row, Agency) for row in (*session.new, *session.dirty, *session.deleted)):
+        table = DirectoryVersion.__table__  # type: ignore[attr-defined]
+        session.connection().execute(table.update().where(table.c.id == 1)
+                                     .values(version=secrets.randbits(62)))
+        session.info[_WROTE_AGENCIES] = True
+        session.info.pop(_SESSION_TREE, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_directory_state(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE_AGENCIES, None)
+        session.info.pop(_SESSION_TREE, None)
+
+
 class AgencyRow(Protocol):
     """The agency columns routing reads: a light result row from AgencyTree.load or an Agency."""
 
@@ -89,7 +124,7 @@ class AgencyTree:
             self.children[agency.parent_id].append(agency)
 
     @classmethod
-    def load(cls, session: Session) -> AgencyTree:
+    def read(cls, session: Session) -> AgencyTree:
         """Every agency as light rows (the columns routing needs), not ORM objects."""
         # sqlmodel's select() overloads stop at four columns; the eight-column call is valid.
         rows = session.exec(select(Agency.id, Agency.code, Agency.name, Agency.level,  # type: ignore[call-overload]
@@ -97,6 +132,32 @@ class AgencyTree:
                                    Agency.abbreviation)).all()
         # Result rows expose the selected columns as attributes, which is what AgencyRow names.
         return cls(cast("Sequence[AgencyRow]", rows))
+
+    @classmethod
+    def load(cls, session: Session) -> AgencyTree:
+        """The directory as this transaction sees it, from this process's cache while the
+        directory version has not moved (one small read instead of every agency row).
+
+        The rows are immutable result rows, shared between threads; a transaction that has
+        written agencies itself reads them and leaves the cache alone.
+        """
+        held = session.info.get(_SESSION_TREE)
+        if held is not None and not _wrote_agencies(session):
+            return held  # type: ignore[no-any-return]
+        version = session.exec(select(DirectoryVersion.version)
+                               .where(DirectoryVersion.id == 1)).first()
+        if version is None or _wrote_agencies(session):
+            return cls.read(session)
+        key = session.get_bind().engine.url.render_as_string(hide_password=True)
+        cached = _DIRECTORY_CACHE.get(key)
+        if cached is not None and cached[0] == version:
+            tree = cached[1]
+        else:
+            # The version was read first, so the rows are at least that new.
+            tree = cls.read(session)
+            _DIRECTORY_CACHE[key] = (version, tree)
+        session.info[_SESSION_TREE] = tree
+        return tree
 
     def subtree_ids(self, root_id: int) -> set[int]:
         seen = {root_id}
@@ -171,7 +232,8 @@ def _expand_group(tree: AgencyTree, sender: AgencyRow, token: str) -> list[Agenc
                            detail_vi=f"Nhóm nơi nhận '{token}' không tồn tại")
 
 
-def resolve_recipients(session: Session, sender: Agency, tokens: list[str]) -> list[Recipient]:
+def resolve_recipients(session: Session, sender: AgencyRow, tokens: list[str]
+                       ) -> list[Recipient]:
     """Agency codes and groups → distinct active receivers (merged bodies → successors)."""
     if not tokens:
         raise ValidationFailed("at least one recipient is required", field="recipients",

@@ -13,13 +13,14 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from eoffice import idempotency
+from eoffice.agencies.service import AgencyTree
 from eoffice.blobs.service import get_blob_store
 from eoffice.deps import CurrentPrincipal, SessionDep
 from eoffice.documents import service
 from eoffice.documents.schemas import DocumentMetadata, DocumentOut, SendRequest
 from eoffice.errors import NotFound, ValidationFailed, from_pydantic
 from eoffice.exchange.service import delivery_out
-from eoffice.models import Agency, Attachment, Delivery, Document, DocumentRevision
+from eoffice.models import Attachment, Delivery, Document, DocumentRevision
 from eoffice.users.service import Principal
 
 router = APIRouter(tags=["documents"])
@@ -48,13 +49,14 @@ def document_out(session: Session, principal: Principal, document: Document, *,
     A caller that has just written the revisions and attachments passes them in, which
     spares the reads.
     """
-    sender = session.get(Agency, document.sender_id)
-    assert sender is not None
-    query = (select(Delivery, Agency).join(Agency, col(Agency.id) == Delivery.recipient_id)
-             .where(Delivery.document_id == document.id).order_by(col(Delivery.id)))
+    directory = AgencyTree.load(session)
+    sender = directory.by_id[document.sender_id]
+    query = (select(Delivery).where(Delivery.document_id == document.id)
+             .order_by(col(Delivery.id)))
     if principal.role != "auditor" and principal.agency_id != document.sender_id:
         query = query.where(Delivery.recipient_id == principal.agency_id)
-    deliveries = [delivery_out(d, document, a) for d, a in session.exec(query).all()]
+    deliveries = [delivery_out(d, document, directory.by_id[d.recipient_id])
+                  for d in session.exec(query).all()]
     if revisions is None:
         revisions = list(session.exec(select(DocumentRevision)
                                       .where(DocumentRevision.document_id == document.id)

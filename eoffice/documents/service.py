@@ -8,14 +8,13 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from eoffice.agencies.service import AgencyTree
+from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
 from eoffice.db import insert_ignore
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
-    Agency,
     Attachment,
     Delivery,
     Document,
@@ -134,7 +133,7 @@ def number_notation(document: Document) -> str | None:
     return f"{document.code_number}/{document.code_notation}"
 
 
-def notation_for(document: Document, sender: Agency) -> str:
+def notation_for(document: Document, sender: AgencyRow) -> str:
     """Type abbreviation + agency abbreviation; a công văn carries agency + unit instead."""
     abbreviation = DOCUMENT_TYPES.get(document.type_name, "")
     if abbreviation:
@@ -173,8 +172,7 @@ def issue_document(session: Session, principal: Principal, document: Document) -
     if principal.agency_id != document.sender_id:
         raise NotFound(f"document {document.id} not found")
     principal.require_role("clerk", "leader")
-    sender = session.get(Agency, document.sender_id)
-    assert sender is not None
+    sender = AgencyTree.load(session).by_id[document.sender_id]
     now = local_now()
     number = next_number(session, sender.id or 0, document.register_name, now.year)
     document.code_number = f"{number:02d}"

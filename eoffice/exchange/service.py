@@ -10,7 +10,7 @@ from sqlalchemy import func, or_
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
-from eoffice.agencies.service import resolve_recipients
+from eoffice.agencies.service import AgencyRow, AgencyTree, resolve_recipients
 from eoffice.audit.service import record
 from eoffice.documents.service import (
     apply_metadata_changes,
@@ -85,8 +85,7 @@ def send_document(session: Session, principal: Principal, document: Document,
                        detail_vi="Chỉ gửi được văn bản điện tử có tệp đính kèm")
     if document.status == "recalled":
         raise Conflict("a recalled document cannot be sent", detail_vi="Văn bản đã bị thu hồi")
-    sender = session.get(Agency, document.sender_id)
-    assert sender is not None
+    sender = AgencyTree.load(session).by_id[document.sender_id]
     resolved = resolve_recipients(session, sender, recipients)
     was_draft = document.status == "draft"
     # A draft has never been sent, so it has no deliveries to look up.
@@ -515,7 +514,7 @@ def _verification_fields(delivery: Delivery) -> dict[str, Any]:
                 delivery.verification_indication)}
 
 
-def delivery_out(delivery: Delivery, document: Document, agency: Agency) -> dict[str, Any]:
+def delivery_out(delivery: Delivery, document: Document, agency: AgencyRow) -> dict[str, Any]:
     return {
         "id": delivery.id, "recipient": agency.code, "recipient_name": agency.name,
         "addressed_to": delivery.addressed_to_code, "status_code": delivery.status_code,

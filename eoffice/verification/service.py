@@ -104,26 +104,38 @@ def spooled_upload(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[Path, str
 
 def store_report(session: Session, *, report: dict[str, Any], blob_sha256: str,
                  trust_state: str, actor: str, created_by_id: int | None = None,
-                 document_id: int | None = None, revision_id: int | None = None,
-                 delivery_id: int | None = None, purpose: str = "upload",
-                 agency_id: int | None = None) -> VerificationReport:
+                 purpose: str = "upload", agency_id: int | None = None) -> VerificationReport:
     """Store a new report (never overwrites) and record it in the audit trail."""
-    row = VerificationReport(document_id=document_id, revision_id=revision_id,
-                             blob_sha256=blob_sha256,
-                             indication=str(report.get("indication"))[:32],
-                             sub_indication=(str(report["sub_indication"])[:64]
-                                             if report.get("sub_indication") else None),
-                             trust_state=trust_state, report=report,
-                             created_by_id=created_by_id, delivery_id=delivery_id,
-                             purpose=purpose)
+    row = _new_report(report, blob_sha256=blob_sha256, trust_state=trust_state,
+                      created_by_id=created_by_id, purpose=purpose)
     session.add(row)
     session.flush()
+    _record_report(session, row, actor=actor, agency_id=agency_id)
+    return row
+
+
+def _new_report(report: dict[str, Any], *, blob_sha256: str, trust_state: str, purpose: str,
+                created_by_id: int | None = None, document_id: int | None = None,
+                revision_id: int | None = None, delivery_id: int | None = None
+                ) -> VerificationReport:
+    return VerificationReport(document_id=document_id, revision_id=revision_id,
+                              blob_sha256=blob_sha256,
+                              indication=str(report.get("indication"))[:32],
+                              sub_indication=(str(report["sub_indication"])[:64]
+                                              if report.get("sub_indication") else None),
+                              trust_state=trust_state, report=report,
+                              created_by_id=created_by_id, delivery_id=delivery_id,
+                              purpose=purpose)
+
+
+def _record_report(session: Session, row: VerificationReport, *, actor: str,
+                   agency_id: int | None) -> None:
     record(session, actor=actor, action="verification.report_created",
            object_type="verification_report", object_id=row.id, agency_id=agency_id,
            data={"indication": row.indication, "sub_indication": row.sub_indication,
-                 "blob_sha256": blob_sha256, "trust_state": trust_state, "purpose": purpose,
-                 "document_id": document_id, "delivery_id": delivery_id})
-    return row
+                 "blob_sha256": row.blob_sha256, "trust_state": row.trust_state,
+                 "purpose": row.purpose, "document_id": row.document_id,
+                 "delivery_id": row.delivery_id})
 
 
 # --- on demand -----------------------------------------------------------------------------
@@ -174,11 +186,20 @@ class CheckPlan:
                             self.revocation, self.decree30)
 
 
-def _revision_id(session: Session, document: Document) -> int | None:
-    return session.exec(select(DocumentRevision.id)
-                        .where(DocumentRevision.document_id == document.id)
-                        .where(DocumentRevision.blob_sha256 == document.file_sha256)
-                        .order_by(col(DocumentRevision.number).desc())).first()
+def _revision_ids(session: Session, documents: list[Document]) -> dict[int, int]:
+    """Each document's newest revision holding its current file, in one query."""
+    if not documents:
+        return {}
+    current = {d.id: d.file_sha256 for d in documents}
+    found: dict[int, int] = {}
+    for revision_id, document_id, sha in session.exec(
+            select(DocumentRevision.id, DocumentRevision.document_id,
+                   DocumentRevision.blob_sha256)
+            .where(col(DocumentRevision.document_id).in_(sorted(current)))
+            .order_by(col(DocumentRevision.number).desc())).all():
+        if revision_id is not None and sha == current[document_id]:
+            found.setdefault(document_id, revision_id)
+    return found
 
 
 def _apply_verdict(session: Session, delivery: Delivery, row: VerificationReport,
@@ -195,14 +216,23 @@ def _apply_verdict(session: Session, delivery: Delivery, row: VerificationReport
                      "indication": row.indication, "previous": previous})
 
 
-def _reusable(session: Session, document: Document, state: str) -> VerificationReport | None:
-    return session.exec(select(VerificationReport)
-                        .where(VerificationReport.document_id == document.id)
-                        .where(VerificationReport.blob_sha256 == document.file_sha256)
-                        .where(VerificationReport.trust_state == state)
-                        .where(col(VerificationReport.purpose).in_(["arrival", "reverify"]))
-                        .where(VerificationReport.created_at >= utcnow() - REUSE_WINDOW)
-                        .order_by(col(VerificationReport.id).desc())).first()
+def _reusable(session: Session, documents: list[Document], state: str
+              ) -> dict[int, VerificationReport]:
+    """Each document's newest arrival check of its current file under this trust state
+    within REUSE_WINDOW, in one query."""
+    if not documents:
+        return {}
+    current = {d.id: d.file_sha256 for d in documents}
+    found: dict[int, VerificationReport] = {}
+    for row in session.exec(select(VerificationReport)
+                            .where(col(VerificationReport.document_id).in_(sorted(current)))
+                            .where(VerificationReport.trust_state == state)
+                            .where(col(VerificationReport.purpose).in_(["arrival", "reverify"]))
+                            .where(VerificationReport.created_at >= utcnow() - REUSE_WINDOW)
+                            .order_by(col(VerificationReport.id).desc())).all():
+        if row.document_id is not None and row.blob_sha256 == current[row.document_id]:
+            found.setdefault(row.document_id, row)
+    return found
 
 
 def plan_delivery_check(session: Session, delivery_id: int) -> CheckPlan | None:
@@ -217,7 +247,8 @@ def plan_delivery_check(session: Session, delivery_id: int) -> CheckPlan | None:
         current = session.get(VerificationReport, delivery.verification_report_id)
         if current is not None and current.blob_sha256 == document.file_sha256:
             return None  # this delivery+file was checked already (outbox may publish twice)
-    return _arrival_plan(session, document, [delivery])
+    plans = _arrival_plans(session, [(document, [delivery])])
+    return plans[0] if plans else None
 
 
 def _session_trust_roots(session: Session) -> tuple[list[x509.Certificate], str]:
@@ -228,41 +259,53 @@ def _session_trust_roots(session: Session) -> tuple[list[x509.Certificate], str]
     return cached  # type: ignore[no-any-return]
 
 
-def plan_arrivals_check(session: Session, document_id: int) -> CheckPlan | None:
-    """One check of a document's file for all its arrived, not yet checked deliveries."""
-    document = session.get(Document, document_id)
-    if document is None or not document.file_sha256:
-        return None
-    rows = session.exec(
-        select(Delivery, VerificationReport)
-        .join(VerificationReport, col(VerificationReport.id) == Delivery.verification_report_id,
-              isouter=True)
-        .where(Delivery.document_id == document_id)
-        .where(Delivery.transport_status == "delivered")
-        .order_by(col(Delivery.id))).all()
-    pending = [d for d, r in rows
-               if d.id is not None and (r is None or r.blob_sha256 != document.file_sha256)]
-    if not pending:
-        return None  # every arrival was checked already (outbox may publish twice)
-    return _arrival_plan(session, document, pending)
+def plan_arrivals_checks(session: Session, document_ids: list[int]) -> list[CheckPlan]:
+    """One check per document's file for all its arrived, not yet checked deliveries.
+
+    Set-based: a batch of documents costs a handful of queries, not a handful each.
+    Documents whose arrivals were all checked get no plan (the outbox may publish twice).
+    """
+    documents = {d.id: d for d in session.exec(
+        select(Document).where(col(Document.id).in_(sorted(set(document_ids))))).all()
+        if d.file_sha256}
+    if not documents:
+        return []
+    pending: dict[int, list[Delivery]] = {}
+    for delivery, report in session.exec(
+            select(Delivery, VerificationReport)
+            .join(VerificationReport,
+                  col(VerificationReport.id) == Delivery.verification_report_id, isouter=True)
+            .where(col(Delivery.document_id).in_(sorted(documents)))
+            .where(Delivery.transport_status == "delivered")
+            .order_by(col(Delivery.id))).all():
+        if report is None or report.blob_sha256 != documents[delivery.document_id].file_sha256:
+            pending.setdefault(delivery.document_id, []).append(delivery)
+    return _arrival_plans(session, [(documents[i], pending[i]) for i in sorted(pending)])
 
 
-def _arrival_plan(session: Session, document: Document, pending: list[Delivery]
-                  ) -> CheckPlan | None:
-    """The check of a document's file for these deliveries, or None when a recent report
-    under the same trust state answers it (its verdict is applied here)."""
+def _arrival_plans(session: Session, work: list[tuple[Document, list[Delivery]]]
+                   ) -> list[CheckPlan]:
+    """The checks of these documents' files for these deliveries; a document with a recent
+    report under the same trust state gets its verdict applied here instead."""
+    if not work:
+        return []
     roots, state = _session_trust_roots(session)
-    reuse = _reusable(session, document, state)
-    if reuse is not None:
-        for delivery in pending:
-            _apply_verdict(session, delivery, reuse)
-        return None
-    return CheckPlan(blob_sha256=document.file_sha256 or "", file_name=document.file_name or
-                     "document.pdf", trust_state=state, roots_der=[c.dump() for c in roots],
-                     revocation=get_settings().verify_revocation, decree30=True,
-                     purpose="arrival", document_id=document.id,
-                     revision_id=_revision_id(session, document),
-                     delivery_ids=[d.id for d in pending if d.id is not None])
+    reusable = _reusable(session, [document for document, _ in work], state)
+    fresh = [(document, pending) for document, pending in work
+             if document.id not in reusable]
+    revisions = _revision_ids(session, [document for document, _ in fresh])
+    for document, pending in work:
+        if document.id in reusable:
+            for delivery in pending:
+                _apply_verdict(session, delivery, reusable[document.id])
+    roots_der = [c.dump() for c in roots]
+    return [CheckPlan(blob_sha256=document.file_sha256 or "",
+                      file_name=document.file_name or "document.pdf", trust_state=state,
+                      roots_der=roots_der, revocation=get_settings().verify_revocation,
+                      decree30=True, purpose="arrival", document_id=document.id,
+                      revision_id=revisions.get(document.id or 0),
+                      delivery_ids=[d.id for d in pending if d.id is not None])
+            for document, pending in fresh]
 
 
 def run_check(plan: CheckPlan) -> dict[str, Any]:
@@ -281,27 +324,46 @@ def run_check(plan: CheckPlan) -> dict[str, Any]:
 
 def store_check(session: Session, plan: CheckPlan, report: dict[str, Any]) -> int | None:
     """Store the report of a planned check and set the verdict of its deliveries."""
-    document = session.get(Document, plan.document_id) if plan.document_id else None
-    row = store_report(session, report=report, blob_sha256=plan.blob_sha256,
-                       trust_state=plan.trust_state, actor="system",
-                       document_id=plan.document_id, revision_id=plan.revision_id,
-                       delivery_id=plan.delivery_ids[0] if len(plan.delivery_ids) == 1
-                       else None, purpose=plan.purpose,
-                       agency_id=document.sender_id if document else None)
-    for delivery_id in plan.delivery_ids:
-        delivery = session.get(Delivery, delivery_id)
-        # A newer file may have replaced the checked one meanwhile: its own check decides.
-        if delivery is not None and document is not None \
-                and document.file_sha256 == plan.blob_sha256:
-            _apply_verdict(session, delivery, row)
-    if document is not None and document.file_sha256 == plan.blob_sha256:
-        from eoffice.stats.service import enqueue_document, signature_conformant
+    return store_checks(session, [(plan, report)])[0]
 
-        # The exchange-rate figures count documents whose signature conforms: a verdict that
-        # says so updates them now rather than at the next reconciliation.
+
+def store_checks(session: Session, checks: list[tuple[CheckPlan, dict[str, Any]]]
+                 ) -> list[int | None]:
+    """Store the reports of planned checks and set their deliveries' verdicts: the
+    documents and deliveries are read in one query each, the reports written in one."""
+    from eoffice.stats.service import enqueue_document, signature_conformant
+
+    document_ids = sorted({p.document_id for p, _ in checks if p.document_id})
+    documents = {d.id: d for d in session.exec(
+        select(Document).where(col(Document.id).in_(document_ids))).all()} \
+        if document_ids else {}
+    delivery_ids = sorted({i for p, _ in checks for i in p.delivery_ids})
+    deliveries = {d.id: d for d in session.exec(
+        select(Delivery).where(col(Delivery.id).in_(delivery_ids))).all()} \
+        if delivery_ids else {}
+    rows = [_new_report(report, blob_sha256=plan.blob_sha256, trust_state=plan.trust_state,
+                        purpose=plan.purpose, document_id=plan.document_id,
+                        revision_id=plan.revision_id,
+                        delivery_id=plan.delivery_ids[0] if len(plan.delivery_ids) == 1
+                        else None)
+            for plan, report in checks]
+    session.add_all(rows)
+    session.flush()
+    for (plan, _), row in zip(checks, rows, strict=True):
+        document = documents.get(plan.document_id) if plan.document_id else None
+        _record_report(session, row, actor="system",
+                       agency_id=document.sender_id if document else None)
+        # A newer file may have replaced the checked one meanwhile: its own check decides.
+        if document is None or document.file_sha256 != plan.blob_sha256:
+            continue
+        for delivery_id in plan.delivery_ids:
+            if (delivery := deliveries.get(delivery_id)) is not None:
+                _apply_verdict(session, delivery, row)
+        # The exchange-rate figures count documents whose signature conforms: a verdict
+        # that says so updates them now rather than at the next reconciliation.
         if signature_conformant(row.indication, row.report):
             enqueue_document(session, document.id or 0)
-    return row.id
+    return [row.id for row in rows]
 
 
 def plan_reverification(session: Session, limit: int | None = None) -> list[CheckPlan]:
@@ -321,6 +383,7 @@ def plan_reverification(session: Session, limit: int | None = None) -> list[Chec
         .order_by(col(VerificationReport.created_at), col(Delivery.id))
         .limit((limit or settings.reverify_batch) * 20)).all()
     plans: dict[tuple[int, str], CheckPlan] = {}
+    checked: dict[tuple[int, str], Document] = {}
     roots_der = [c.dump() for c in roots]
     for delivery, _report, document in rows:
         if not document.file_sha256 or document.id is None or delivery.id is None:
@@ -333,9 +396,12 @@ def plan_reverification(session: Session, limit: int | None = None) -> list[Chec
                                    file_name=document.file_name or "document.pdf",
                                    trust_state=state, roots_der=roots_der,
                                    revocation=settings.verify_revocation, decree30=True,
-                                   purpose="reverify", document_id=document.id,
-                                   revision_id=_revision_id(session, document))
+                                   purpose="reverify", document_id=document.id)
+            checked[key] = document
         plans[key].delivery_ids.append(delivery.id)
+    revisions = _revision_ids(session, list(checked.values()))
+    for key, plan in plans.items():
+        plan.revision_id = revisions.get(key[0])
     return list(plans.values())
 
 

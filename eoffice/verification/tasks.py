@@ -27,30 +27,36 @@ BEAT_SCHEDULE = {
 }
 
 
-def _plan_run_store(plan: Callable[[Session, int], service.CheckPlan | None],
+def _plan_run_store(plan: Callable[[Session, list[int]], list[service.CheckPlan]],
                     ids: list[int]) -> list[int]:
     """Plan every check in one transaction, analyse each file with none open, store every
     report in one transaction; returns the stored reports' ids."""
     with task_session() as session:
-        plans = [found for ref in ids if (found := plan(session, ref)) is not None]
-    reports = [service.run_check(found) for found in plans]
+        plans = plan(session, ids)
+    checks = [(found, service.run_check(found)) for found in plans]
+    if not checks:
+        return []
     with task_session() as session:
-        stored = [service.store_check(session, found, report)
-                  for found, report in zip(plans, reports, strict=True)]
+        stored = service.store_checks(session, checks)
     return [report_id for report_id in stored if report_id is not None]
+
+
+def _delivery_checks(session: Session, delivery_ids: list[int]) -> list[service.CheckPlan]:
+    return [found for ref in delivery_ids
+            if (found := service.plan_delivery_check(session, ref)) is not None]
 
 
 @celery_app.task(name="verification.verify_delivery", **RETRY)
 def verify_delivery(delivery_id: int) -> int | None:
     """Verify an arrived document's file and set the delivery's verdict (idempotent)."""
-    stored = _plan_run_store(service.plan_delivery_check, [delivery_id])
+    stored = _plan_run_store(_delivery_checks, [delivery_id])
     return stored[0] if stored else None
 
 
 @celery_app.task(name="verification.verify_arrivals", **RETRY)
 def verify_arrivals(document_id: int) -> int | None:
     """Verify a document's file once for every delivery that arrived (idempotent)."""
-    stored = _plan_run_store(service.plan_arrivals_check, [document_id])
+    stored = _plan_run_store(service.plan_arrivals_checks, [document_id])
     return stored[0] if stored else None
 
 
@@ -58,7 +64,7 @@ def verify_arrivals(document_id: int) -> int | None:
 def verify_arrivals_many(items: list[list[int]]) -> int:
     """Several documents' arrival checks in one planning and one storing transaction (the
     outbox batches them under load); each file is still analysed on its own."""
-    return len(_plan_run_store(service.plan_arrivals_check,
+    return len(_plan_run_store(service.plan_arrivals_checks,
                                [int(document_id) for (document_id,) in items]))
 
 

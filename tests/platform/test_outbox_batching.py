@@ -97,13 +97,8 @@ def test_batch_tasks_do_what_the_single_tasks_do(env: Env, as_user: Clients) -> 
         # Forget what the eager single tasks did, then let the batch tasks redo it.
         for table in ("stats_items", "stats_cells", "stats_months"):
             session.execute(text(f"DELETE FROM {table}"))
-        for delivery in session.exec(select(Delivery)).all():
-            delivery.verification_indication = None
-            delivery.verification_report_id = None
-            session.add(delivery)
         session.commit()
-        session.execute(text("DELETE FROM verification_reports"))
-        session.commit()
+    _forget_arrival_checks()
     # Every item is left to the batch; a repeated item changes nothing.
     assert apply_many.run([["document", i] for i in ids] + [["document", ids[0]]]) > 0
     assert apply_many.run([["document", i] for i in ids]) == 0
@@ -115,3 +110,41 @@ def test_batch_tasks_do_what_the_single_tasks_do(env: Env, as_user: Clients) -> 
         run = stats.reconcile(session, fix=False)
     assert verdicts == ["NO_SIGNATURE_FOUND"] * 3
     assert run.cells_fixed == 0 and run.items_fixed == 0
+
+
+def _forget_arrival_checks() -> None:
+    from eoffice.db import new_session
+    from eoffice.models import Delivery
+
+    with new_session() as session:
+        for delivery in session.exec(select(Delivery)).all():
+            delivery.verification_indication = None
+            delivery.verification_report_id = None
+            session.add(delivery)
+        session.commit()
+        session.execute(text("DELETE FROM verification_reports"))
+        session.commit()
+
+
+def test_a_batch_of_arrival_checks_costs_the_queries_of_one(env: Env, as_user: Clients) -> None:
+    from sqlalchemy import event
+
+    from eoffice.db import get_engine
+    from eoffice.verification.tasks import verify_arrivals_many
+
+    ids = [_send(as_user, env, f"Đếm {n}") for n in range(5)]
+    _forget_arrival_checks()
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        assert verify_arrivals_many.run([[ids[0]]]) == 1
+        alone, statements[:] = len(statements), []
+        assert verify_arrivals_many.run([[i] for i in ids[1:]]) == 4
+        together = len(statements)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    assert together == alone, statements
