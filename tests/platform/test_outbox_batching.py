@@ -137,14 +137,23 @@ def test_a_batch_of_arrival_checks_costs_the_queries_of_one(env: Env, as_user: C
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
+        # Sealing the audit chain after a commit is time-driven, not part of the check.
+        if "audit_events" not in statement or statement.startswith("INSERT"):
+            statements.append(statement)
+
+    def shape(run: list[str]) -> list[str]:
+        # SQLAlchemy inserts ORM rows one by one on SQLite (it cannot match RETURNING rows
+        # to objects there); on PostgreSQL the reports go in one statement.
+        kept = [s.split(" (")[0] for s in run if not s.startswith("BEGIN")]
+        return kept if env.backend == "postgres" else [s for s in kept
+                                                       if not s.startswith("INSERT")]
 
     event.listen(get_engine(), "before_cursor_execute", count)
     try:
         assert verify_arrivals_many.run([[ids[0]]]) == 1
-        alone, statements[:] = len(statements), []
+        alone, statements[:] = shape(statements), []
         assert verify_arrivals_many.run([[i] for i in ids[1:]]) == 4
-        together = len(statements)
+        together = shape(statements)
     finally:
         event.remove(get_engine(), "before_cursor_execute", count)
-    assert together == alone, statements
+    assert together == alone, "\n".join(s[:90] for s in together)
