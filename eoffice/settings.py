@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     service_seal_pass_file: Path | None = None
     tsa_url: str = ""  # empty: <pki_base_url>/tsa (the development TSA)
     audit_anchor_minutes: float = 60.0
-    # A process seals the audit chain after a commit at most this often; commits in between
-    # leave their entries to the next seal or to beat (audit_seal_beat_seconds). 0 = always.
+    # A process seals the audit chain after a commit at most this often (an API process with
+    # a broker asks a worker to); commits in between leave their entries to the next seal or
+    # to beat (audit_seal_beat_seconds). 0 = always.
     audit_seal_interval_seconds: float = 0.5
     audit_seal_beat_seconds: float = 2.0
     # Sends to at most this many new receivers are delivered within the request; larger

@@ -99,11 +99,13 @@ import_task_modules()
 @signals.worker_process_init.connect
 def _reset_connections(**_: Any) -> None:
     # A forked child must not share the parent's database sockets.
+    from eoffice.audit.service import seal_in_this_process
     from eoffice.db import dispose_engines
     from eoffice.outbox import publish_in_committing_thread
 
     dispose_engines()
     publish_in_committing_thread()
+    seal_in_this_process()
     # Prefork pool processes are daemonic, and multiprocessing refuses children to daemonic
     # processes; the verification engine needs its own sandbox processes (time and memory
     # limits per file), which it terminates itself.

@@ -70,6 +70,13 @@ def record(session: Session, *, actor: str, action: str, object_type: str, objec
 
 
 _last_seal = [float("-inf")]  # monotonic time of this process's last seal after a commit
+# Celery pool processes (and eager tasks) seal after their commits themselves.
+_SEAL_IN_PROCESS = [False]
+
+
+def seal_in_this_process() -> None:
+    """Commits in this process seal the chain themselves (called in Celery pool processes)."""
+    _SEAL_IN_PROCESS[0] = True
 
 
 @event.listens_for(Session, "after_commit")
@@ -81,6 +88,16 @@ def _seal_after_commit(session: Session) -> None:
     if interval > 0 and now - _last_seal[0] < interval:
         return
     _last_seal[0] = now
+    from workers.celery_app import celery_app, run_eagerly
+
+    if not run_eagerly() and not _SEAL_IN_PROCESS[0]:
+        # An API process with a broker only asks: a worker hashes and writes the chain, so
+        # the request threads (one interpreter lock for all of them) do not.
+        try:
+            celery_app.send_task("audit.seal", queue="fast", ignore_result=True)
+        except Exception:  # broker down: beat seals what is left
+            log.warning("could not ask for audit sealing; beat will seal", exc_info=True)
+        return
     from eoffice.db import new_session
 
     try:

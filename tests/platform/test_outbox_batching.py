@@ -157,3 +157,32 @@ def test_a_batch_of_arrival_checks_costs_the_queries_of_one(env: Env, as_user: C
     finally:
         event.remove(get_engine(), "before_cursor_execute", count)
     assert together == alone, "\n".join(s[:90] for s in together)
+
+
+def test_an_api_process_asks_a_worker_to_seal(env: Env, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from eoffice.audit import service as audit
+    from eoffice.audit.tasks import seal
+    from eoffice.db import new_session
+    from eoffice.settings import get_settings
+
+    monkeypatch.setenv("EOFFICE_TASKS_EAGER", "false")
+    get_settings.cache_clear()
+    monkeypatch.setattr(audit, "_last_seal", [float("-inf")])
+    point_producer_at(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    try:
+        with new_session() as session:
+            waiting = audit.unsealed_count(session)
+            audit.record(session, actor="test", action="test.entry", object_type="test",
+                         object_id=1)
+            session.commit()
+        fast = _drain("fast")
+    finally:
+        restore_producer()
+    # The request's process only asked; the hashing is the worker's.
+    assert [m.headers["task"] for m in fast] == ["audit.seal"]
+    with new_session() as session:
+        assert audit.unsealed_count(session) == waiting + 1
+    monkeypatch.setenv("EOFFICE_TASKS_EAGER", "true")
+    get_settings.cache_clear()
+    assert seal.apply().get() == waiting + 1
