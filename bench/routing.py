@@ -1,13 +1,15 @@
-# Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 3):
+# Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 4):
 #   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
-#   baseline 1000.8 inserts/s; sending 59.9 documents/s in one request each (upload, issue
-#   and send), 58.4/s in two requests: 0.060 of the baseline (target 0.25: NOT met).
-#   CPU ms per document: api 14.1, worker 9.9, postgres 4.9, client 1.6; per baseline
-#   insert: app 0.8, postgres 0.2, client 0.5. 100-receiver fan-out visible in every inbox
-#   after 0.094-0.099 s (target < 1 s: met).
-# At the start of that session, same machine and command: 42.6-53.0 documents/s against a
-# baseline of 940-1010/s (0.045-0.056); api 14-18 ms, worker 14-18 ms, postgres 5.4-6.5 ms.
-# Session 2 (a slower machine): 34.4-38.0/s against 637-674/s (0.051-0.060).
+#   baseline 1006-1104 inserts/s; sending 76.2-95.0 documents/s in one request each (upload,
+#   issue and send), 55-68/s in two requests: 0.076-0.086 of the baseline (target 0.25: NOT
+#   met). CPU ms per document: api 9.7-12.0, worker 2.6-2.7, postgres 2.4-2.9, client
+#   1.1-1.4; per baseline insert: app 0.7-0.8, postgres 0.2, client 0.4-0.5. 100-receiver
+#   fan-out visible in every inbox after 0.095-0.31 s (target < 1 s: met).
+# At the start of that session, same machine and command: 57.5/s against 952/s (0.060);
+#   api 14.6 ms, worker 11.0 ms, postgres 5.0 ms. The machine's speed moves by +-20% within
+#   minutes: compare runs made one after the other.
+# Session 3: 42.6-59.9/s against 940-1010/s (0.045-0.060). Session 2 (a slower machine):
+#   34.4-38.0/s against 637-674/s (0.051-0.060).
 """Routing throughput on the production path: PostgreSQL, Redis, Celery workers, uvicorn.
 
     .venv/bin/python bench/routing.py [--seconds 8] [--clients 8] [--receivers 100]
