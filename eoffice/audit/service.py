@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -88,13 +89,15 @@ def _seal_after_commit(session: Session) -> None:
     if interval > 0 and now - _last_seal[0] < interval:
         return
     _last_seal[0] = now
-    from workers.celery_app import celery_app, run_eagerly
-
-    if not run_eagerly() and not _SEAL_IN_PROCESS[0]:
+    # No import here: a module imported during commit listeners' dispatch that registers
+    # listeners of its own breaks the dispatch ("deque mutated during iteration"). A process
+    # that has not loaded the Celery app yet seals itself.
+    celery = sys.modules.get("workers.celery_app")
+    if celery is not None and not get_settings().tasks_eager and not _SEAL_IN_PROCESS[0]:
         # An API process with a broker only asks: a worker hashes and writes the chain, so
         # the request threads (one interpreter lock for all of them) do not.
         try:
-            celery_app.send_task("audit.seal", queue="fast", ignore_result=True)
+            celery.celery_app.send_task("audit.seal", queue="fast", ignore_result=True)
         except Exception:  # broker down: beat seals what is left
             log.warning("could not ask for audit sealing; beat will seal", exc_info=True)
         return
