@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from eoffice.db import defer_insert
 from eoffice.models import OutboxMessage, new_uuid, utcnow
 from eoffice.observability import current_request_id
+from eoffice.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,6 @@ class _Publisher:
         self._wake.set()
 
     def _take(self, *, everything: bool) -> list[OutboxMessage]:
-        from eoffice.settings import get_settings
-
         with self._lock:
             rows, self._rows = self._rows, []
             since = self._batchable_since
@@ -205,8 +204,6 @@ class _Publisher:
         return rows
 
     def _batch_due_in(self) -> float | None:
-        from eoffice.settings import get_settings
-
         with self._lock:
             since = self._batchable_since
         if since is None:
@@ -225,8 +222,6 @@ class _Publisher:
             return 0
 
     def _run(self) -> None:
-        from eoffice.settings import get_settings
-
         while True:
             self._wake.wait(self._batch_due_in())
             # Let the rows of concurrent requests gather; clear before taking them, so a row

@@ -146,8 +146,10 @@ def deliver(session: Session, document_id: int) -> int:
                           .order_by(col(Delivery.id)).with_for_update()).all()
     if not queued:
         return 0
-    _arrive(session, document_id, list(queued))
-    return len(queued)
+    arrived, now = list(queued), utcnow()
+    _mark_arrived(arrived, now)
+    _arrive(session, document_id, arrived, now)
+    return len(arrived)
 
 
 def _mark_arrived(deliveries: list[Delivery], now: datetime) -> None:
@@ -160,15 +162,9 @@ def _mark_arrived(deliveries: list[Delivery], now: datetime) -> None:
 
 
 def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
-            now: datetime | None = None) -> None:
-    """Deliveries reach their inboxes (01): events, one audit entry, listeners, arrival check.
-
-    A caller passing `now` has marked the deliveries arrived (_mark_arrived) itself.
-    """
-    if now is None:
-        now = utcnow()
-        _mark_arrived(deliveries, now)
-        session.add_all(deliveries)
+            now: datetime) -> None:
+    """Deliveries marked arrived at `now` (_mark_arrived) reach their inboxes (01): events,
+    one audit entry, listeners, arrival check."""
     # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
     # task of its own cost more than the work it did. A large one keeps them in a task of
     # their own, so its receivers see the document before the listeners have run.

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
+from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
 from eoffice.db import insert_ignore
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import (
-    Agency,
     Delivery,
     DeliveryEvent,
     Document,
@@ -200,7 +200,7 @@ def resend(session: Session, principal: Principal, endpoint_id: int,
 # --- events -> pushes ----------------------------------------------------------------------
 
 def _payload(event: DeliveryEvent, event_type: str, delivery: Delivery, document: Document,
-             sender: Agency, recipient: Agency) -> dict[str, Any]:
+             sender: AgencyRow, recipient: AgencyRow) -> dict[str, Any]:
     return {
         "type": event_type,
         "event_id": event.id,
@@ -248,10 +248,10 @@ def on_status_events(session: Session, events: list[DeliveryEvent],
         return 0
     created = 0
     now = utcnow()
+    directory = AgencyTree.load(session)
     for event, delivery, document, targets in planned:
-        sender = session.get(Agency, document.sender_id)
-        recipient = session.get(Agency, delivery.recipient_id)
-        assert sender is not None and recipient is not None
+        sender = directory.by_id[document.sender_id]
+        recipient = directory.by_id[delivery.recipient_id]
         for agency_id, event_type in targets:
             for endpoint in endpoints:
                 if endpoint.agency_id != agency_id or event_type not in (endpoint.events or []):
