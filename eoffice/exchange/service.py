@@ -111,14 +111,17 @@ def send_document(session: Session, principal: Principal, document: Document,
                                    transport_status="queued", actor_user_id=principal.user_id,
                                    actor_agency_id=principal.agency_id, at=now)
                      for d in created])
+    arrived: list[DeliveryEvent] = []
     if inline:
-        _arrive(session, document.id or 0, created, now)
+        arrived = _arrive(session, document.id or 0, created, now)
     elif created:
         enqueue(session, "exchange.deliver", document.id)
     # The register number is taken last: its row lock is held until commit, and every
     # clerk of the agency numbering documents at the same time queues on it.
     if was_draft:
         issue_document(session, principal, document)
+    # After numbering: what the listeners send on (webhook payloads) carries the number.
+    _run_listeners(session, arrived, {d.id or 0: d for d in created})
     document.status = "sent"
     document.sent_at = document.sent_at or utcnow()
     document.updated_at = utcnow()
@@ -148,7 +151,8 @@ def deliver(session: Session, document_id: int) -> int:
         return 0
     arrived, now = list(queued), utcnow()
     _mark_arrived(arrived, now)
-    _arrive(session, document_id, arrived, now)
+    _run_listeners(session, _arrive(session, document_id, arrived, now),
+                   {d.id or 0: d for d in arrived})
     return len(arrived)
 
 
@@ -162,9 +166,10 @@ def _mark_arrived(deliveries: list[Delivery], now: datetime) -> None:
 
 
 def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
-            now: datetime) -> None:
+            now: datetime) -> list[DeliveryEvent]:
     """Deliveries marked arrived at `now` (_mark_arrived) reach their inboxes (01): events,
-    one audit entry, listeners, arrival check."""
+    one audit entry, arrival check. Returns the events the caller hands to the status
+    listeners in this transaction (none when a task will)."""
     # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
     # task of its own cost more than the work it did. A large one keeps them in a task of
     # their own, so its receivers see the document before the listeners have run.
@@ -178,11 +183,11 @@ def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
                  "deliveries": {str(d.id): d.recipient_id for d in deliveries}})
-    if inline:
-        _run_listeners(session, events, {d.id or 0: d for d in deliveries})
-    else:
-        enqueue(session, "exchange.notify_status", [e.id for e in events])
     enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
+    if inline:
+        return events
+    enqueue(session, "exchange.notify_status", [e.id for e in events])
+    return []
 
 
 def requeue_stuck(session: Session, older_than_seconds: int) -> list[int]:

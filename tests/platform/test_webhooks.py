@@ -88,6 +88,8 @@ def test_arrival_is_retried_with_backoff_then_delivered_signed(
     payload = receiver.requests[-1].json()
     assert payload["type"] == "document.arrived" and payload["status_code"] == "01"
     assert payload["document"]["id"] == sent["document_id"]
+    # A draft is numbered by the send that delivers it: the arrival already carries it.
+    assert payload["document"]["code_number"] == sent["code_number"] is not None
     assert payload["delivery_id"] == ids.pop()
 
     history = client.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries",
