@@ -76,6 +76,15 @@ class _VerifyingReader:
         self.close()
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make a rename into `path` durable (the directory entry is data of its own)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalBlobStore:
     """The embedded default: a folder, two levels of fan-out by hash prefix."""
 
@@ -100,6 +109,10 @@ class LocalBlobStore:
                                               detail_vi="Tệp vượt quá dung lượng cho phép")
                     digest.update(chunk)
                     out.write(chunk)
+                # The row naming this file commits durably (WAL fsync) right after; the
+                # file must be on disk first, or a power cut leaves a row without content.
+                out.flush()
+                os.fsync(out.fileno())
             sha = digest.hexdigest()
             target = self._path(sha)
             if target.exists():
@@ -107,6 +120,7 @@ class LocalBlobStore:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, target)
+                _fsync_directory(target.parent)
             return StoredFile(sha, size)
         except BaseException:
             if os.path.exists(tmp_name):

@@ -43,20 +43,23 @@ def parse_metadata(raw: str) -> DocumentMetadata:
 
 def document_out(session: Session, principal: Principal, document: Document, *,
                  revisions: list[DocumentRevision] | None = None,
-                 attachments: list[Attachment] | None = None) -> dict[str, Any]:
+                 attachments: list[Attachment] | None = None,
+                 deliveries: list[Delivery] | None = None) -> dict[str, Any]:
     """The document as its reader may see it: a receiver sees only its own delivery.
 
-    A caller that has just written the revisions and attachments passes them in, which
-    spares the reads.
+    A caller that has just written the revisions, attachments or (as the sender) all the
+    deliveries passes them in, which spares the reads.
     """
     directory = AgencyTree.load(session)
     sender = directory.by_id[document.sender_id]
-    query = (select(Delivery).where(Delivery.document_id == document.id)
-             .order_by(col(Delivery.id)))
-    if principal.role != "auditor" and principal.agency_id != document.sender_id:
-        query = query.where(Delivery.recipient_id == principal.agency_id)
-    deliveries = [delivery_out(d, document, directory.by_id[d.recipient_id])
-                  for d in session.exec(query).all()]
+    if deliveries is None or principal.agency_id != document.sender_id:
+        query = (select(Delivery).where(Delivery.document_id == document.id)
+                 .order_by(col(Delivery.id)))
+        if principal.role != "auditor" and principal.agency_id != document.sender_id:
+            query = query.where(Delivery.recipient_id == principal.agency_id)
+        deliveries = list(session.exec(query).all())
+    delivered = [delivery_out(d, document, directory.by_id[d.recipient_id])
+                 for d in deliveries]
     if revisions is None:
         revisions = list(session.exec(select(DocumentRevision)
                                       .where(DocumentRevision.document_id == document.id)
@@ -84,7 +87,7 @@ def document_out(session: Session, principal: Principal, document: Document, *,
                     "created_at": r.created_at} for r in revisions],
         attachments=[{"id": a.id, "file_name": a.file_name, "size": a.size,
                       "sha256": a.blob_sha256} for a in attachments],
-        deliveries=deliveries, created_at=document.created_at, sent_at=document.sent_at,
+        deliveries=delivered, created_at=document.created_at, sent_at=document.sent_at,
     ).model_dump(mode="json")
 
 
@@ -154,12 +157,14 @@ def create_document(session: SessionDep, principal: CurrentPrincipal,
             return JSONResponse(stored.response, status_code=stored.status_code or 201,
                                 headers={"Idempotent-Replayed": "true"})
     document = create_from_form(session, principal, metadata, file, attachments)
+    # A new draft has no deliveries until this request sends it.
+    deliveries: list[Delivery] = []
     if targets is not None:
         from eoffice.exchange.service import send_document
 
-        send_document(session, principal, document, targets)
-    result = document_out(session, principal, document, **service.written_parts(session,
-                                                                             document))
+        deliveries = send_document(session, principal, document, targets)
+    result = document_out(session, principal, document, deliveries=deliveries,
+                          **service.written_parts(session, document))
     if idempotency_key is not None:
         idempotency.store(session, principal.key, "create", idempotency_key, 201, result)
     return JSONResponse(result, status_code=201)

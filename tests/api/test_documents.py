@@ -215,3 +215,29 @@ def test_uploads_do_not_stay_in_memory(env: Env) -> None:
     stored = LocalBlobStore(Path(env.data_dir) / "blobs").put_file(source)  # type: ignore[arg-type]
     assert stored.size == 200 * 1024 * 1024
     assert source.largest <= 1024 * 1024
+
+
+def test_stored_files_are_on_disk_before_their_row_commits(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file and the directory entry of its rename are fsynced before put_file returns:
+    the database commit that follows must never name a file a power cut could lose."""
+    import io
+    import os
+
+    from eoffice.blobs.service import LocalBlobStore
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    root = Path(env.data_dir) / "blobs"
+    stored = LocalBlobStore(root).put_file(io.BytesIO(b"%PDF-1.7 durable"))
+    final = root / stored.sha256[:2] / stored.sha256[2:4] / stored.sha256
+    assert final.read_bytes() == b"%PDF-1.7 durable"
+    assert len(synced) == 2
+    assert synced[0].startswith(str(root / "tmp")), "the content, before the rename"
+    assert synced[1] == str(final.parent), "the directory holding the renamed file"
