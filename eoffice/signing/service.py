@@ -263,19 +263,19 @@ def start_leader_signing(session: Session, principal: Principal, document_id: in
     _check_signable(session, document)
     level = parse_level(session, document, level)
     page_index = _engine_page(page)
-    assert principal.user is not None
-    key_path = user_key_path(principal.user.username)
+    assert principal.user_id is not None  # a signed-in leader, never an API key
+    key_path = user_key_path(principal.name)
     if not key_path.is_file():
         raise Conflict("no server-held signing key is registered for you; use two-step "
                        "signing with your own token", field="passphrase",
                        detail_vi="Chưa có khóa ký lưu trên máy chủ cho tài khoản này; hãy ký "
                                  "hai bước bằng thiết bị ký của bạn")
-    _require_image(signature_image_path(principal.user.username), "signature image",
+    _require_image(signature_image_path(principal.name), "signature image",
                    "hình ảnh chữ ký")
     params: dict[str, Any] = {"phase": "prepare", "level": level, "page": page_index,
                               "box": box, "base_revision": document.revision,
                               "base_sha256": document.file_sha256,
-                              "signer": principal.user.username}
+                              "signer": principal.name}
     try:
         signer = load_p12_signer(key_path, passphrase)
     except SigningError as exc:
@@ -337,12 +337,12 @@ def start_remote_signing(session: Session, principal: Principal, document_id: in
         check_certificate_usable(cert)
     except SigningError as exc:
         raise app_error(exc, field="certificate") from None
-    assert principal.user is not None
-    _require_image(signature_image_path(principal.user.username), "signature image",
+    assert principal.user_id is not None  # a signed-in leader, never an API key
+    _require_image(signature_image_path(principal.name), "signature image",
                    "hình ảnh chữ ký")
     params = {"phase": "prepare", "level": level, "page": page_index, "box": box,
               "base_revision": document.revision, "base_sha256": document.file_sha256,
-              "signer": principal.user.username, "cert": _cert_b64(cert),
+              "signer": principal.name, "cert": _cert_b64(cert),
               "chain": [_cert_b64(c) for c in extra_certs]}
     job = _new_job(session, principal, document, JOB_REMOTE, params)
     enqueue(session, "signing.prepare", job.id, queue="crypto")

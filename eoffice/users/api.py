@@ -37,10 +37,8 @@ def login(request: Request, session: SessionDep,
 @router.get("/me", response_model=Me)
 def me(principal: CurrentPrincipal, session: SessionDep) -> Me:
     agency = session.get(Agency, principal.agency_id) if principal.agency_id else None
-    user = principal.user
-    return Me(username=user.username if user else principal.name,
-              full_name=user.full_name if user else principal.name, role=principal.role,
-              position=user.position if user else "",
+    return Me(username=principal.name, full_name=principal.full_name or principal.name,
+              role=principal.role, position=principal.position,
               agency_code=agency.code if agency else None,
               agency_name=agency.name if agency else None,
               agency_level=agency.level if agency else None)

@@ -11,7 +11,8 @@ from functools import lru_cache
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, delete, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from eoffice.errors import Forbidden, TooManyRequests, Unauthenticated
@@ -47,21 +48,21 @@ class Principal:
 
     role: str
     agency_id: int | None
-    user: User | None = None
+    # Plain values rather than the User row: a caller is resolved on every API call, and
+    # building an ORM object for it cost more than the query (bench/routing.py).
+    user_id: int | None = None
+    full_name: str = ""
+    position: str = ""
     api_key_id: int | None = None
     scope_agency_id: int | None = None
-    name: str = ""
+    name: str = ""  # the username, or the API key's name
     agency_code: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """A stable id of the caller, used for idempotency keys."""
-        return f"user:{self.user.id}" if self.user else f"apikey:{self.api_key_id}"
-
-    @property
-    def user_id(self) -> int | None:
-        return self.user.id if self.user else None
+        return f"user:{self.user_id}" if self.user_id else f"apikey:{self.api_key_id}"
 
     def require_role(self, *roles: str) -> None:
         if self.role not in roles:
@@ -109,7 +110,8 @@ def principal_for_user(session: Session, user: User) -> Principal:
 
 
 def _user_principal(user: User, agency_code: str | None) -> Principal:
-    return Principal(role=user.role, agency_id=user.agency_id, user=user,
+    return Principal(role=user.role, agency_id=user.agency_id, user_id=user.id,
+                     full_name=user.full_name, position=user.position,
                      scope_agency_id=user.scope_agency_id or user.agency_id,
                      name=user.username, agency_code=agency_code)
 
@@ -122,15 +124,25 @@ def principal_from_token(session: Session, token: str) -> Principal:
     except jwt.PyJWTError as exc:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn") from exc
-    # One round trip for the user and their agency's code: this runs on every API call.
-    row = session.exec(select(User, Agency.code)
-                       .join(Agency, col(Agency.id) == User.agency_id, isouter=True)
-                       .where(User.id == int(payload.get("sub", 0)))).first()
-    user = row[0] if row else None
-    if user is None or not user.is_active or payload.get("ver") != user.token_version:
+    # One round trip for the user and their agency's code, as plain columns: this runs on
+    # every API call.
+    row = session.execute(_CALLER_QUERY, {"user_id": int(payload.get("sub", 0))}).first()
+    if row is None or not row.is_active or payload.get("ver") != row.token_version:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
-    return _user_principal(user, row[1] if row else None)
+    return Principal(role=row.role, agency_id=row.agency_id, user_id=row.id,
+                     full_name=row.full_name, position=row.position,
+                     scope_agency_id=row.scope_agency_id or row.agency_id, name=row.username,
+                     agency_code=row.agency_code)
+
+
+_users, _agencies = User.__table__, Agency.__table__  # type: ignore[attr-defined]
+_CALLER_QUERY = (
+    sa_select(_users.c.id, _users.c.username, _users.c.full_name, _users.c.position,
+              _users.c.role, _users.c.agency_id, _users.c.scope_agency_id, _users.c.is_active,
+              _users.c.token_version, _agencies.c.code.label("agency_code"))
+    .select_from(_users.outerjoin(_agencies, _agencies.c.id == _users.c.agency_id))
+    .where(_users.c.id == bindparam("user_id")))
 
 
 def _key_hash(secret: str) -> str:
