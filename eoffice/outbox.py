@@ -20,8 +20,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import event
 from sqlmodel import Session, col, select
@@ -42,12 +43,36 @@ BATCH_TASKS = {
 BATCH_LIMIT = 200
 
 
+class Message(Protocol):
+    """What publishing reads of an outbox row: a stored OutboxMessage or a Pending one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def args(self) -> list[Any]: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+
+
+class Pending(NamedTuple):
+    """A message of this transaction, published after its commit without reading it back
+    (a plain tuple: an ORM object per message cost more than its row's insert)."""
+
+    id: str
+    task: str
+    args: list[Any]
+    queue: str
+    request_id: str | None
+
+
 def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> None:
     """Record a task to run once the current transaction commits."""
-    message = OutboxMessage(id=new_uuid(), task=task, args=list(args), queue=queue,
-                            request_id=current_request_id())
-    # The row is written at commit with the transaction's other messages (defer_insert);
-    # the detached copy is what gets published after the commit.
+    message = Pending(new_uuid(), task, list(args), queue, current_request_id())
+    # The row is written at commit with the transaction's other messages (defer_insert).
     defer_insert(session, OutboxMessage, {
         "id": message.id, "task": task, "args": message.args, "queue": queue,
         "request_id": message.request_id, "created_at": utcnow(), "published_at": None,
@@ -90,7 +115,7 @@ def publish_ids(ids: list[str]) -> int:
     return publish_rows(rows)
 
 
-def publish_rows(rows: list[OutboxMessage]) -> int:
+def publish_rows(rows: Sequence[Message]) -> int:
     """Publish detached outbox rows and record which went out."""
     from sqlalchemy import update
 
@@ -98,7 +123,7 @@ def publish_rows(rows: list[OutboxMessage]) -> int:
     from workers.celery_app import run_eagerly
 
     done: list[str] = []
-    groups: dict[tuple[str, str], list[OutboxMessage]] = {}
+    groups: dict[tuple[str, str], list[Message]] = {}
     for row in rows:
         if row.task in BATCH_TASKS and not run_eagerly():
             groups.setdefault((row.task, row.queue), []).append(row)
@@ -124,7 +149,7 @@ def publish_rows(rows: list[OutboxMessage]) -> int:
     return len(done)
 
 
-def _publish(row: OutboxMessage) -> bool:
+def _publish(row: Message) -> bool:
     from workers.celery_app import celery_app, run_eagerly
 
     if run_eagerly():
@@ -140,7 +165,7 @@ def _publish(row: OutboxMessage) -> bool:
                  headers={"request_id": row.request_id}, what=f"{row.id} ({row.task})")
 
 
-def _publish_batch(task: str, queue: str, rows: list[OutboxMessage]) -> bool:
+def _publish_batch(task: str, queue: str, rows: list[Message]) -> bool:
     """Rows of one task as one message to its batch task (with every row's request id)."""
     return _send(BATCH_TASKS[task], [[row.args for row in rows]], queue,
                  task_id=f"batch-{uuid.uuid4()}",
@@ -173,15 +198,15 @@ class _Publisher:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._rows: list[OutboxMessage] = []
-        self._batchable: list[OutboxMessage] = []
+        self._rows: list[Message] = []
+        self._batchable: list[Message] = []
         self._batchable_since: float | None = None
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-publisher",
                                         daemon=True)
         self._thread.start()
 
-    def add(self, rows: list[OutboxMessage]) -> None:
+    def add(self, rows: Sequence[Message]) -> None:
         with self._lock:
             for row in rows:
                 if row.task in BATCH_TASKS:
@@ -192,7 +217,7 @@ class _Publisher:
                     self._rows.append(row)
         self._wake.set()
 
-    def _take(self, *, everything: bool) -> list[OutboxMessage]:
+    def _take(self, *, everything: bool) -> list[Message]:
         with self._lock:
             rows, self._rows = self._rows, []
             since = self._batchable_since

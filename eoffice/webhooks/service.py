@@ -240,10 +240,14 @@ def on_status_events(session: Session, events: list[DeliveryEvent],
             targets.append((delivery.recipient_id, "document.recall_requested"))
         planned.append((event, delivery, document, targets))
     agency_ids = {agency_id for *_, targets in planned for agency_id, _ in targets}
-    endpoints = session.exec(select(WebhookEndpoint)
-                             .where(col(WebhookEndpoint.agency_id).in_(agency_ids))
-                             .where(col(WebhookEndpoint.active).is_(True))
-                             .where(col(WebhookEndpoint.deleted_at).is_(None))).all()
+    # Plain columns: this runs in every transaction that changes a status, and almost
+    # always finds nothing.
+    endpoints = session.execute(
+        select(col(WebhookEndpoint.id), col(WebhookEndpoint.agency_id),
+               col(WebhookEndpoint.events))
+        .where(col(WebhookEndpoint.agency_id).in_(agency_ids))
+        .where(col(WebhookEndpoint.active).is_(True))
+        .where(col(WebhookEndpoint.deleted_at).is_(None))).all()
     if not endpoints:
         return 0
     created = 0
