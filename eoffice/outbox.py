@@ -69,8 +69,21 @@ class Pending(NamedTuple):
     request_id: str | None
 
 
+def _load_task_registry() -> Any:
+    """The Celery app and, through it, every task module.
+
+    Loaded when a message is enqueued, never first inside the after-commit hook: task
+    modules register session listeners on import, and adding one to the list SQLAlchemy is
+    iterating fails the commit ('deque mutated during iteration').
+    """
+    import workers.celery_app
+
+    return workers.celery_app
+
+
 def enqueue(session: Session, task: str, *args: Any, queue: str = "fast") -> None:
     """Record a task to run once the current transaction commits."""
+    _load_task_registry()
     message = Pending(new_uuid(), task, list(args), queue, current_request_id())
     # The row is written at commit with the transaction's other messages (defer_insert).
     defer_insert(session, OutboxMessage, {
@@ -86,9 +99,7 @@ def _publish_after_commit(session: Session) -> None:
     if committed:
         # The rows are committed and their content is known: publish without reading them
         # back (the relay covers a crash in between).
-        from workers.celery_app import run_eagerly
-
-        if run_eagerly() or not _THREADED_PUBLISHER[0]:
+        if _load_task_registry().run_eagerly() or not _THREADED_PUBLISHER[0]:
             publish_rows(committed)  # in-process tasks run now, in order (tests)
         else:
             _publisher().add(committed)

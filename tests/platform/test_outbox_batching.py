@@ -186,3 +186,30 @@ def test_an_api_process_asks_a_worker_to_seal(env: Env, tmp_path: Path,
     monkeypatch.setenv("EOFFICE_TASKS_EAGER", "true")
     get_settings.cache_clear()
     assert seal.apply().get() == waiting + 1
+
+
+def test_a_fresh_process_commits_its_first_message(sqlite_env: Env) -> None:
+    """A process that enqueues before anything loaded the task modules (a CLI command, a
+    script) commits normally: loading them inside the after-commit hook used to register
+    listeners mid-dispatch and fail the commit ('deque mutated during iteration')."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from eoffice.db import new_session\n"
+        "from eoffice.outbox import enqueue\n"
+        "assert 'workers.celery_app' not in sys.modules\n"
+        "with new_session() as session:\n"
+        "    enqueue(session, 'exchange.deliver', 1)\n"
+        "    session.commit()\n"
+        "print('committed')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "EOFFICE_TASKS_EAGER": "false",
+             # Nothing listens there: the message stays in the outbox for the relay.
+             "EOFFICE_BROKER_URL": "redis://127.0.0.1:9/0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "committed" in done.stdout
