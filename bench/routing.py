@@ -1,3 +1,10 @@
+# Session 5 (2026-11-27, the same box running at roughly half its earlier speed):
+#   baseline 562-704 inserts/s; sending 56.1-63.8 documents/s in one request (0.091-0.100,
+#   target 0.25: NOT met), 41.6-43.5/s in two; upload floor (the same multipart request
+#   into a bare one-insert endpoint) 450-488/s = 0.64-0.87 of the baseline at 1.6-1.7 ms
+#   app CPU. CPU ms per document: api 13.8-15.5, worker 4.2-5.0, postgres 3.6-4.1, client
+#   1.6-1.9. 100-receiver fan-out 0.117-0.187 s (met). At the start of that session:
+#   30.3-35.5/s against 412-438/s (0.069-0.086), api 19-24 ms.
 # Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 4):
 #   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
 #   baseline 1006-1104 inserts/s; sending 76.2-95.0 documents/s in one request each (upload,
@@ -20,6 +27,8 @@ Measures, in one run and against the same PostgreSQL server:
     small PDF of its own sent to one receiver: first in one request (POST /documents with
     recipients), then in two (upload a draft, send it); the fan-out runs in the worker.
     CPU per document of the api, worker, PostgreSQL and client processes is printed too;
+  * upload floor (a diagnostic): the sending request, unchanged, into a bare endpoint that
+    inserts one row: what the request's shape and form parsing cost by themselves;
   * fan-out latency: from the start of a send to 100 receivers until all 100 deliveries are in
     the receivers' inboxes (status 01), several rounds.
 Targets: sending >= 25% of the baseline rate; a 100-receiver send visible in < 1 s.
