@@ -16,14 +16,15 @@ RECEIVER = "000.00.12.H58"
 
 
 @contextmanager
-def agency_reads() -> Iterator[list[str]]:
-    """The statements that read the agencies table while the block runs."""
+def agency_reads(marker: str = "FROM agencies") -> Iterator[list[str]]:
+    """The statements containing `marker` (by default: reading the agencies table) while
+    the block runs."""
     from eoffice.db import get_engine
 
     seen: list[str] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if "FROM agencies" in statement:
+        if marker in statement:
             seen.append(statement)
 
     engine = get_engine()
@@ -61,6 +62,12 @@ def test_the_directory_is_read_again_only_after_an_agency_changed(env: Env,
         sent = send(client, headers, second["id"], [RECEIVER])
     assert sent.status_code == 202, sent.text
     assert reads == []  # routing, numbering and the response used the cached directory
+    with agency_reads("directory_version") as version_reads:
+        assert send(client, headers, create_document(client, headers)["id"],
+                    [RECEIVER]).status_code == 202
+    # Each request read the version once, along with its caller (upload, then send).
+    assert len(version_reads) == 2
+    assert all("FROM users" in statement for statement in version_reads)
 
     _rename(RECEIVER, "UBND huyện Đổi Tên", commit=True)
     with agency_reads() as reads:
