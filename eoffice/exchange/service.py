@@ -120,12 +120,13 @@ def send_document(session: Session, principal: Principal, document: Document,
     # clerk of the agency numbering documents at the same time queues on it.
     if was_draft:
         issue_document(session, principal, document)
-    # After numbering: what the listeners send on (webhook payloads) carries the number.
-    _run_listeners(session, arrived, {d.id or 0: d for d in created})
     document.status = "sent"
     document.sent_at = document.sent_at or utcnow()
     document.updated_at = utcnow()
     session.add(document)
+    # After numbering: what the listeners send on (webhook payloads) carries the number.
+    # Their query flushes the document's changes in one UPDATE.
+    _run_listeners(session, arrived, {d.id or 0: d for d in created})
     # stats (issue 6): count the sent document in the exchange-rate aggregates.
     from eoffice.stats.service import enqueue_document
 
