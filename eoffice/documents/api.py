@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
@@ -42,7 +42,7 @@ def parse_metadata(raw: str) -> DocumentMetadata:
 
 
 def document_out(session: Session, principal: Principal, document: Document, *,
-                 revisions: list[DocumentRevision] | None = None,
+                 revisions: Sequence[DocumentRevision | service.WrittenRevision] | None = None,
                  attachments: list[Attachment] | None = None,
                  deliveries: list[Delivery] | None = None) -> dict[str, Any]:
     """The document as its reader may see it: a receiver sees only its own delivery.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from datetime import datetime
+from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import update
@@ -11,7 +12,7 @@ from sqlmodel import Session, col, select
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
-from eoffice.db import insert_ignore
+from eoffice.db import defer_insert, insert_ignore
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
@@ -76,11 +77,17 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     session.add(document)
     session.flush()
     assert document.id is not None
-    revisions: list[DocumentRevision] = []
+    revisions: list[WrittenRevision] = []
     if document.file_sha256:
-        revisions.append(DocumentRevision(document_id=document.id, number=1,
-                                          blob_sha256=document.file_sha256, reason="upload",
-                                          created_by_id=principal.user_id))
+        first = WrittenRevision(1, document.file_sha256, "upload", utcnow())
+        # Nothing reads the first revision back before commit: it is written then, with the
+        # transaction's other append-only rows (one statement on PostgreSQL).
+        defer_insert(session, DocumentRevision, {
+            "document_id": document.id, "number": first.number,
+            "blob_sha256": first.blob_sha256, "reason": first.reason,
+            "created_by_id": principal.user_id, "job_id": None,
+            "created_at": first.created_at})
+        revisions.append(first)
     written: list[Attachment] = []
     for stream, name, content_type in attachments:
         stored = store_upload(session, stream, content_type=content_type or
@@ -89,8 +96,9 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
                                   file_name=(name or "attachment")[-255:],
                                   content_type=content_type or "application/octet-stream",
                                   size=stored.size))
-    session.add_all([*revisions, *written])
-    session.flush()
+    if written:
+        session.add_all(written)
+        session.flush()  # their ids are in the response
     # Held here (the identity map holds clean objects weakly) for the response to reuse.
     session.info.setdefault(_WRITTEN, {})[document.id] = (revisions, written)
     record(session, actor=principal.name, action="document.created", object_type="document",
@@ -100,6 +108,15 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
 
 
 _WRITTEN = "eoffice_written_parts"
+
+
+class WrittenRevision(NamedTuple):
+    """What a response shows of a revision this transaction wrote."""
+
+    number: int
+    blob_sha256: str
+    reason: str
+    created_at: datetime
 
 
 def written_parts(session: Session, document: Document) -> dict[str, Any]:

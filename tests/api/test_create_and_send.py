@@ -157,3 +157,48 @@ def test_small_sends_are_delivered_in_the_request(env: Env, as_user: Clients,
         user = next(u for u in env.users if u["agency_code"] == code and u["role"] == "clerk")
         assert inbox_item(as_user.client, as_user.headers(user["username"]),
                           document_id)["status_code"] == "01"
+
+
+@pytest.mark.parametrize("env", ["postgres"], indirect=True)
+def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
+    """What one create-and-send costs PostgreSQL: each statement costs the app about a
+    millisecond, so a change that adds one should be a decision, not an accident (an
+    autoflush splitting the document's UPDATE in two went unnoticed once)."""
+    from sqlalchemy import event
+
+    from eoffice.db import get_engine, new_session
+    from eoffice.models import AuditEvent, DocumentRevision
+
+    receiver = json.dumps([env.user("clerk.vuthu")["agency_code"]])
+    assert _create(as_user, CLERK, receiver, pdf=make_pdf("warm")).status_code == 201
+    statements: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    def committed(_conn: object) -> None:
+        statements.append("COMMIT")
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", committed)
+    try:
+        response = _create(as_user, CLERK, receiver, pdf=make_pdf("budget"))
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", committed)
+    assert response.status_code == 201, response.text
+    # The request's own transaction; eager tasks (tests) run after its commit.
+    first_transaction = statements[:statements.index("COMMIT")]
+    writes = [s.split()[0] for s in first_transaction]
+    # caller, blob, document, delivery, events, register number, document number and
+    # status, webhook endpoints, then revision + audit + outbox rows in one statement.
+    assert len(first_transaction) <= 9, "\n".join(s[:80] for s in first_transaction)
+    assert writes.count("UPDATE") == 2
+    document_id = response.json()["id"]
+    with new_session() as session:
+        assert session.exec(select(DocumentRevision.number).where(
+            DocumentRevision.document_id == document_id)).all() == [1]
+        actions = set(session.exec(select(AuditEvent.action).where(
+            AuditEvent.object_id == str(document_id))).all())
+    assert {"document.created", "document.issued", "document.sent"} <= actions
