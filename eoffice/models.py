@@ -99,6 +99,17 @@ class DirectoryVersion(SQLModel, table=True):
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
+class WebhookVersion(SQLModel, table=True):
+    """One row, given a new random value by every transaction that writes a webhook
+    endpoint: processes cache the endpoints and read them again only when this moved
+    (eoffice.webhooks.service)."""
+
+    __tablename__ = "webhook_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import event
 from sqlmodel import Session, select
 
+from eoffice.db import forget_version, noted_version
 from eoffice.errors import Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, DirectoryVersion
 from eoffice.settings import get_settings
@@ -62,15 +63,7 @@ def by_code(session: Session, code: str) -> Agency:
 # Per database URL: (directory version, tree). See AgencyTree.load.
 _DIRECTORY_CACHE: dict[str, tuple[int, AgencyTree]] = {}
 _SESSION_TREE = "eoffice_agency_tree"
-_SESSION_VERSION = "eoffice_directory_version"
 _WROTE_AGENCIES = "eoffice_wrote_agencies"
-
-
-def note_directory_version(session: Session, version: int | None) -> None:
-    """Record the directory version a query of this transaction already read (the caller's
-    lookup reads it along), so AgencyTree.load needs no read of its own."""
-    if version is not None:
-        session.info[_SESSION_VERSION] = version
 
 
 def _wrote_agencies(session: Session) -> bool:
@@ -91,7 +84,7 @@ def _bump_directory_version(session: Session, _context: Any, _instances: Any) ->
                                      .values(version=secrets.randbits(62)))
         session.info[_WROTE_AGENCIES] = True
         session.info.pop(_SESSION_TREE, None)
-        session.info.pop(_SESSION_VERSION, None)
+        forget_version(session, "directory")
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -99,7 +92,6 @@ def _forget_directory_state(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_WROTE_AGENCIES, None)
         session.info.pop(_SESSION_TREE, None)
-        session.info.pop(_SESSION_VERSION, None)
 
 
 class AgencyRow(Protocol):
@@ -154,7 +146,7 @@ class AgencyTree:
         held = session.info.get(_SESSION_TREE)
         if held is not None and not _wrote_agencies(session):
             return held  # type: ignore[no-any-return]
-        version = session.info.get(_SESSION_VERSION)
+        version = noted_version(session, "directory")
         if version is None:
             version = session.exec(select(DirectoryVersion.version)
                                    .where(DirectoryVersion.id == 1)).first()

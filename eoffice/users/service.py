@@ -15,9 +15,17 @@ from sqlalchemy import bindparam, delete, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from eoffice.agencies.service import note_directory_version
+from eoffice.db import note_versions
 from eoffice.errors import Forbidden, TooManyRequests, Unauthenticated
-from eoffice.models import Agency, ApiKey, DirectoryVersion, LoginFailure, User, utcnow
+from eoffice.models import (
+    Agency,
+    ApiKey,
+    DirectoryVersion,
+    LoginFailure,
+    User,
+    WebhookVersion,
+    utcnow,
+)
 from eoffice.settings import get_settings
 
 ROLES = ("clerk", "leader", "officer", "auditor", "admin")
@@ -131,7 +139,7 @@ def principal_from_token(session: Session, token: str) -> Principal:
     if row is None or not row.is_active or payload.get("ver") != row.token_version:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
-    note_directory_version(session, row.directory_version)
+    note_versions(session, directory=row.directory_version, webhooks=row.webhook_version)
     return Principal(role=row.role, agency_id=row.agency_id, user_id=row.id,
                      full_name=row.full_name, position=row.position,
                      scope_agency_id=row.scope_agency_id or row.agency_id, name=row.username,
@@ -140,14 +148,17 @@ def principal_from_token(session: Session, token: str) -> Principal:
 
 _users, _agencies = User.__table__, Agency.__table__  # type: ignore[attr-defined]
 _directory = DirectoryVersion.__table__  # type: ignore[attr-defined]
-# The directory version rides along: nearly every request then routes through the cached
-# agency directory (AgencyTree.load), which would otherwise read it on its own.
+_webhooks = WebhookVersion.__table__  # type: ignore[attr-defined]
+# The versions of the cached agency directory (AgencyTree.load) and webhook endpoints ride
+# along: nearly every request uses one or both, which would otherwise read them on their own.
 _CALLER_QUERY = (
     sa_select(_users.c.id, _users.c.username, _users.c.full_name, _users.c.position,
               _users.c.role, _users.c.agency_id, _users.c.scope_agency_id, _users.c.is_active,
               _users.c.token_version, _agencies.c.code.label("agency_code"),
               sa_select(_directory.c.version).where(_directory.c.id == 1)
-              .scalar_subquery().label("directory_version"))
+              .scalar_subquery().label("directory_version"),
+              sa_select(_webhooks.c.version).where(_webhooks.c.id == 1)
+              .scalar_subquery().label("webhook_version"))
     .select_from(_users.outerjoin(_agencies, _agencies.c.id == _users.c.agency_id))
     .where(_users.c.id == bindparam("user_id")))
 

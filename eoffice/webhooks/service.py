@@ -18,15 +18,16 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.db import insert_ignore
+from eoffice.db import forget_version, insert_ignore, note_versions, noted_version
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import (
     Delivery,
@@ -34,6 +35,7 @@ from eoffice.models import (
     Document,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookVersion,
     new_uuid,
     utcnow,
 )
@@ -197,6 +199,76 @@ def resend(session: Session, principal: Principal, endpoint_id: int,
     return row
 
 
+# --- the active endpoints, cached per process ---------------------------------------------
+
+class EndpointRow(NamedTuple):
+    id: int
+    agency_id: int
+    events: list[str]
+
+
+# Per database URL: (webhook version, active endpoints by agency).
+_ENDPOINT_CACHE: dict[str, tuple[int, dict[int, list[EndpointRow]]]] = {}
+_WROTE_ENDPOINTS = "eoffice_wrote_webhook_endpoints"
+
+
+def _read_active(session: Session) -> dict[int, list[EndpointRow]]:
+    by_agency: dict[int, list[EndpointRow]] = {}
+    for row in session.execute(
+            select(col(WebhookEndpoint.id), col(WebhookEndpoint.agency_id),
+                   col(WebhookEndpoint.events))
+            .where(col(WebhookEndpoint.active).is_(True))
+            .where(col(WebhookEndpoint.deleted_at).is_(None))):
+        by_agency.setdefault(row.agency_id, []).append(
+            EndpointRow(row.id, row.agency_id, list(row.events or [])))
+    return by_agency
+
+
+def active_endpoints(session: Session) -> dict[int, list[EndpointRow]]:
+    """Active endpoints by agency, as this transaction sees them.
+
+    Every transaction that changes a status asks, and almost always for agencies without
+    endpoints: the answer is cached per process behind a version row that every endpoint
+    write moves, and the version itself is read along with the caller (note_versions).
+    """
+    if session.info.get(_WROTE_ENDPOINTS):
+        return _read_active(session)
+    version = noted_version(session, "webhooks")
+    if version is None:
+        version = session.exec(select(WebhookVersion.version)
+                               .where(WebhookVersion.id == 1)).first()
+        if version is None:
+            return _read_active(session)
+        note_versions(session, webhooks=version)
+    key = session.get_bind().engine.url.render_as_string(hide_password=True)
+    cached = _ENDPOINT_CACHE.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    # The version was read first, so the rows are at least that new.
+    fresh = _read_active(session)
+    _ENDPOINT_CACHE[key] = (version, fresh)
+    return fresh
+
+
+@sa_event.listens_for(Session, "before_flush")
+def _bump_webhook_version(session: Session, _context: Any, _instances: Any) -> None:
+    """Every flush that writes an endpoint moves the version (caches read them again); a
+    random value, not a counter, as the directory's."""
+    if any(isinstance(row, WebhookEndpoint)
+           for row in (*session.new, *session.dirty, *session.deleted)):
+        table = WebhookVersion.__table__  # type: ignore[attr-defined]
+        session.connection().execute(table.update().where(table.c.id == 1)
+                                     .values(version=secrets.randbits(62)))
+        session.info[_WROTE_ENDPOINTS] = True
+        forget_version(session, "webhooks")
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_endpoint_writes(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE_ENDPOINTS, None)
+
+
 # --- events -> pushes ----------------------------------------------------------------------
 
 def _payload(event: DeliveryEvent, event_type: str, delivery: Delivery, document: Document,
@@ -240,14 +312,8 @@ def on_status_events(session: Session, events: list[DeliveryEvent],
             targets.append((delivery.recipient_id, "document.recall_requested"))
         planned.append((event, delivery, document, targets))
     agency_ids = {agency_id for *_, targets in planned for agency_id, _ in targets}
-    # Plain columns: this runs in every transaction that changes a status, and almost
-    # always finds nothing.
-    endpoints = session.execute(
-        select(col(WebhookEndpoint.id), col(WebhookEndpoint.agency_id),
-               col(WebhookEndpoint.events))
-        .where(col(WebhookEndpoint.agency_id).in_(agency_ids))
-        .where(col(WebhookEndpoint.active).is_(True))
-        .where(col(WebhookEndpoint.deleted_at).is_(None))).all()
+    subscribed = active_endpoints(session)
+    endpoints = [e for agency_id in agency_ids for e in subscribed.get(agency_id, ())]
     if not endpoints:
         return 0
     created = 0

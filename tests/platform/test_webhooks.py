@@ -202,3 +202,36 @@ def test_signature_freshness() -> None:
     assert not verify_signature("k", "1000", body, header, now=2000)
     assert not verify_signature("k", "1000", body + b" ", header, now=1000)
     assert not verify_signature("k", "x", body, header, now=1000)
+
+
+def test_endpoints_are_read_again_only_after_one_changed(
+        env: Env, as_user: Clients, receiver: Receiver) -> None:
+    """Every status change asks for the endpoints of the agencies it concerns; the answer is
+    cached per process behind a version that each endpoint write moves."""
+    from sqlalchemy import event
+
+    from eoffice.db import get_engine
+
+    reads: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        # The listener's read of the active endpoints (a push loads its own by id).
+        if "WHERE webhook_endpoints.active" in statement:
+            reads.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        _send(env, as_user)
+        reads.clear()
+        _send(env, as_user)
+        assert reads == [], "a send while no endpoint changed reads none"
+        endpoint = _register(as_user, RECEIVER, receiver.url, events=["document.arrived"])
+        reads.clear()
+        _send(env, as_user)
+        assert len(reads) == 1, "the first send after a change reads them once"
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    history = as_user.client.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries",
+                                 headers=as_user.headers(RECEIVER)).json()
+    assert history["total"] == 1, "the new endpoint got the arrival that followed it"
