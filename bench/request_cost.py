@@ -113,31 +113,11 @@ def main() -> int:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
 
-    import redis
     import routing
 
-    server = os.environ.get("EOFFICE_BENCH_DATABASE_URL",
-                            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    broker = os.environ.get("EOFFICE_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
-    redis.Redis.from_url(broker).flushdb()
-    workdir = Path(tempfile.mkdtemp(prefix="eoffice-cost-"))
-    data_dir = workdir / "data"
-    data_dir.mkdir()
-    url = routing.prepare_database(server, data_dir, extra_communes=0)
-    env = {**os.environ, "EOFFICE_DATABASE_URL": url, "EOFFICE_DATA_DIR": str(data_dir),
-           "EOFFICE_BROKER_URL": broker, "EOFFICE_TASKS_EAGER": "false",
-           "EOFFICE_ENVIRONMENT": "test", "EOFFICE_SEED_DEMO": "false",
-           "EOFFICE_LOG_JSON": "true", "BENCH_BASELINE_URL": url}
-    try:
-        baseline = count("baseline", args.requests, env, data_dir)
-        send = count("send", args.requests, env, data_dir)
-    finally:
-        from sqlalchemy.engine import make_url
-
-        routing.admin_exec(server,
-                           f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-        redis.Redis.from_url(broker).flushdb()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with routing.scratch_installation() as scratch:
+        baseline = count("baseline", args.requests, scratch.env, scratch.data_dir)
+        send = count("send", args.requests, scratch.env, scratch.data_dir)
     print(json.dumps({"instructions_per_baseline_request": baseline,
                       "instructions_per_send_request": send,
                       "send_vs_baseline_cost": round(send / baseline, 2),

@@ -1,10 +1,11 @@
 # Session 5 (2026-11-27, the same box running at roughly half its earlier speed):
-#   baseline 562-704 inserts/s; sending 56.1-63.8 documents/s in one request (0.091-0.100,
-#   target 0.25: NOT met), 41.6-43.5/s in two; upload floor (the same multipart request
-#   into a bare one-insert endpoint) 450-488/s = 0.64-0.87 of the baseline at 1.6-1.7 ms
-#   app CPU. CPU ms per document: api 13.8-15.5, worker 4.2-5.0, postgres 3.6-4.1, client
-#   1.6-1.9. 100-receiver fan-out 0.117-0.187 s (met). At the start of that session:
-#   30.3-35.5/s against 412-438/s (0.069-0.086), api 19-24 ms.
+#   baseline 588-645 inserts/s; sending 67.7-77.7 documents/s in one request (0.115-0.120,
+#   target 0.25: NOT met), 46.8-52.9/s in two; upload floor (the same multipart request
+#   into a bare one-insert endpoint) 401-449/s = 0.62-0.76 of the baseline at 1.7-1.8 ms
+#   app CPU. CPU ms per document: api 10.4-12.3, worker 3.7-4.2, postgres 3.0-3.4, client
+#   1.5-1.6. 100-receiver fan-out 0.113-0.219 s (met). At the start of that session:
+#   30.3-35.5/s against 412-438/s (0.069-0.086), api 19-24 ms. bench/request_cost.py:
+#   36.8M -> 29.4M instructions per send request (5.3M per baseline request).
 # Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 4):
 #   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
 #   baseline 1006-1104 inserts/s; sending 76.2-95.0 documents/s in one request each (upload,
@@ -54,8 +55,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import File, Form, UploadFile
 
@@ -235,20 +238,53 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     args = parser.parse_args()
 
+    with scratch_installation(extra_communes=max(0, args.receivers - 50)) as scratch:
+        results = run_processes(args, scratch)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+class Scratch(NamedTuple):
+    workdir: Path
+    data_dir: Path
+    url: str
+    env: dict[str, str]
+
+
+@contextmanager
+def scratch_installation(extra_communes: int = 0) -> Iterator[Scratch]:
+    """A scratch database (schema, demo province, extra communes) on the bench's PostgreSQL,
+    a flushed broker database, and the environment the app's processes need; dropped after.
+
+    Environment: EOFFICE_BENCH_DATABASE_URL, EOFFICE_BENCH_BROKER_URL (see the docstring).
+    """
+    import redis
+
     server = os.environ.get("EOFFICE_BENCH_DATABASE_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     broker = os.environ.get("EOFFICE_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
-    import redis
-
     redis.Redis.from_url(broker).flushdb()
     workdir = Path(tempfile.mkdtemp(prefix="eoffice-bench-"))
     data_dir = workdir / "data"
     data_dir.mkdir()
-    url = prepare_database(server, data_dir, extra_communes=max(0, args.receivers - 50))
+    url = prepare_database(server, data_dir, extra_communes=extra_communes)
     env = {**os.environ, "EOFFICE_DATABASE_URL": url, "EOFFICE_DATA_DIR": str(data_dir),
            "EOFFICE_BROKER_URL": broker, "EOFFICE_TASKS_EAGER": "false",
            "EOFFICE_ENVIRONMENT": "test", "EOFFICE_SEED_DEMO": "false",
            "EOFFICE_LOG_JSON": "true", "BENCH_BASELINE_URL": url}
+    try:
+        yield Scratch(workdir, data_dir, url, env)
+    finally:
+        from sqlalchemy.engine import make_url
+
+        admin_exec(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        redis.Redis.from_url(broker).flushdb()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_processes(args: argparse.Namespace, scratch: Scratch) -> dict[str, Any]:
+    """The api, baseline and worker processes around `run`."""
+    workdir, data_dir, url, env = scratch
     app_port, base_port = free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning",
                "--no-access-log"]
@@ -269,16 +305,10 @@ def main() -> int:
         wait_http(f"{base}/docs")
         groups = {"api": processes[0].pid, "baseline": processes[1].pid,
                   "worker": processes[2].pid}
-        results = run(app, base, url, data_dir, args, groups)
+        return run(app, base, url, data_dir, args, groups)
     finally:
         for process in processes:
             stop(process)
-        from sqlalchemy.engine import make_url
-
-        admin_exec(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-        shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    return 0
 
 
 def drain_queues(url: str, limit: float = 600.0) -> float:
