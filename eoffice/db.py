@@ -78,14 +78,17 @@ def _cached_urls() -> list[str]:
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was inserted."""
+    # The table, not the model: an ORM-enabled INSERT goes through the ORM's bulk path,
+    # which costs more than the statement.
+    table = model.__table__
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
     # rowcount is -1 under psycopg 3 when SQLAlchemy adds an implicit RETURNING, so ask for
     # a returned row instead: one comes back only if the INSERT really happened.
     from sqlalchemy import literal_column

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
@@ -166,19 +166,25 @@ def next_number(session: Session, agency_id: int, register: str, year: int) -> i
     another transaction has updated waits for that transaction too, and the row exists for
     all but the first number of a year.
     """
-    stmt = (update(RegisterCounter)
-            .where(col(RegisterCounter.agency_id) == agency_id)
-            .where(col(RegisterCounter.register_name) == register)
-            .where(col(RegisterCounter.year) == year)
-            .values(last_number=RegisterCounter.last_number + 1)
-            .returning(col(RegisterCounter.last_number)))
-    taken = session.execute(stmt).scalar_one_or_none()
+    key = {"counter_agency": agency_id, "counter_register": register, "counter_year": year}
+    taken = session.execute(_TAKE_NUMBER, key).scalar_one_or_none()
     if taken is None:
         insert_ignore(session, RegisterCounter, {"agency_id": agency_id,
                                                  "register_name": register, "year": year,
                                                  "last_number": 0})
-        taken = session.execute(stmt).scalar_one()
+        taken = session.execute(_TAKE_NUMBER, key).scalar_one()
     return int(taken)
+
+
+_counters = RegisterCounter.__table__  # type: ignore[attr-defined]
+# Built once, on the table: an ORM-enabled UPDATE would also look for counters to refresh
+# in the session (synchronize_session), on every number taken.
+_TAKE_NUMBER = (update(_counters)
+                .where(_counters.c.agency_id == bindparam("counter_agency"))
+                .where(_counters.c.register_name == bindparam("counter_register"))
+                .where(_counters.c.year == bindparam("counter_year"))
+                .values(last_number=_counters.c.last_number + 1)
+                .returning(_counters.c.last_number))
 
 
 def issue_document(session: Session, principal: Principal, document: Document) -> Document:
