@@ -148,15 +148,15 @@ def publish_rows(rows: Sequence[Message]) -> int:
                 done.extend(row.id for row in chunk)
     published = set(done)
     failed = [row.id for row in rows if row.id not in published]
-    # A Core statement on a pooled connection: no ORM session for two UPDATEs.
+    # Core statements on the table, on a pooled connection: no ORM for two UPDATEs.
+    outbox = OutboxMessage.__table__  # type: ignore[attr-defined]
     with get_engine().begin() as connection:
         if done:
-            connection.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(done))
-                               .values(published_at=utcnow(),
-                                       attempts=OutboxMessage.attempts + 1))
+            connection.execute(update(outbox).where(outbox.c.id.in_(done))
+                               .values(published_at=utcnow(), attempts=outbox.c.attempts + 1))
         if failed:
-            connection.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(failed))
-                               .values(attempts=OutboxMessage.attempts + 1))
+            connection.execute(update(outbox).where(outbox.c.id.in_(failed))
+                               .values(attempts=outbox.c.attempts + 1))
     return len(done)
 
 
