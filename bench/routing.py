@@ -1,11 +1,11 @@
 # Session 5 (2026-11-27, the same box running at roughly half its earlier speed):
-#   baseline 588-645 inserts/s; sending 67.7-77.7 documents/s in one request (0.115-0.120,
-#   target 0.25: NOT met), 46.8-52.9/s in two; upload floor (the same multipart request
-#   into a bare one-insert endpoint) 401-449/s = 0.62-0.76 of the baseline at 1.7-1.8 ms
-#   app CPU. CPU ms per document: api 10.4-12.3, worker 3.7-4.2, postgres 3.0-3.4, client
-#   1.5-1.6. 100-receiver fan-out 0.113-0.219 s (met). At the start of that session:
+#   baseline 646-654 inserts/s; sending 73.3-82.1 documents/s in one request (0.112-0.127,
+#   target 0.25: NOT met), 48.8-56.5/s in two; upload floor (the same multipart request
+#   into a bare one-insert endpoint) 455-461/s = 0.70-0.71 of the baseline at 1.7 ms app
+#   CPU. CPU ms per document: api 9.7-11.3, worker 3.8-4.6, postgres 3.0-3.5, client
+#   1.5-1.8. 100-receiver fan-out 0.116-0.349 s (met). At the start of that session:
 #   30.3-35.5/s against 412-438/s (0.069-0.086), api 19-24 ms. bench/request_cost.py:
-#   36.8M -> 29.4M instructions per send request (5.3M per baseline request).
+#   36.8M -> 25.5-26.2M instructions per send request (5.3M per baseline request).
 # Measured on the 2-core dev box, idle apart from this run (2026-11-27, session 4):
 #   cd /work/main && .venv/bin/python bench/routing.py --seconds 10 --rounds 5
 #   baseline 1006-1104 inserts/s; sending 76.2-95.0 documents/s in one request each (upload,
