@@ -262,6 +262,10 @@ def test_paper_register_verify_audit_and_dashboard(browser_factory: Factory,
     clerk, auditor = browser_factory(), browser_factory()
     clerk.login(DISTRICT)
     page = clerk.get("/register-paper")
+    # The metadata fields it shares with the compose form (templates/_fields.html).
+    for field in ('select id="type_name"', 'select id="priority"', 'textarea id="subject"',
+                  'input id="due_date"', "Khẩn"):
+        assert field in page.text and field in clerk.get("/compose").text, field
     registered = clerk.post("/register-paper", data={
         "csrf_token": csrf_of(page.text), "direction": "incoming", "subject": "Công văn giấy",
         "counterpart_name": "Bưu điện tỉnh", "type_name": "Công văn"})
