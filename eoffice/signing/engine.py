@@ -300,16 +300,7 @@ async def async_sign_pdf_file(
                        if level.needs_timestamp else None)
         with open(input_path, "rb") as infile:
             reader = _open_reader(infile, input_path.name)
-            existing = {name for name, _, _ in fields.enumerate_sig_fields(reader)}
-            field_name = options.field_name or _next_field_name(existing, "Signature")
-            new_field_spec = None
-            if visible is not None:
-                page_index, _, _ = _page_box(reader, visible.page)
-                new_field_spec = fields.SigFieldSpec(
-                    sig_field_name=field_name, on_page=page_index,
-                    # pyHanko writes the box as PDF reals; its int-only annotation is too narrow
-                    # and int boxes would move Decree 30 positions (given in mm) on the page.
-                    box=tuple(round(v, 2) for v in visible.box))  # type: ignore[arg-type]
+            field_name, new_field_spec = _new_field(reader, options, visible)
             meta = PdfSignatureMetadata(
                 field_name=field_name, md_algorithm=MD,
                 subfilter=fields.SigSeedSubFilter.PADES,
@@ -374,6 +365,21 @@ def _next_field_name(existing: set[str], prefix: str) -> str:
     while f"{prefix}{n}" in existing:
         n += 1
     return f"{prefix}{n}"
+
+
+def _new_field(reader: PdfFileReader, options: SigningOptions, visible: VisibleField | None
+               ) -> tuple[str, fields.SigFieldSpec | None]:
+    """The new signature field's name and, for a visible signature, its spec."""
+    existing = {name for name, _, _ in fields.enumerate_sig_fields(reader)}
+    field_name = options.field_name or _next_field_name(existing, "Signature")
+    if visible is None:
+        return field_name, None
+    page_index, _, _ = _page_box(reader, visible.page)
+    # pyHanko writes the box as PDF reals; its int-only annotation is too narrow, and int
+    # boxes would move Decree 30 positions (given in mm) on the page.
+    box = tuple(round(v, 2) for v in visible.box)
+    return field_name, fields.SigFieldSpec(sig_field_name=field_name, on_page=page_index,
+                                           box=box)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,14 +597,7 @@ async def async_prepare_external(
             await revinfo.aclose()
     with open(input_path, "rb") as infile:
         reader = _open_reader(infile, input_path.name)
-        existing = {name for name, _, _ in fields.enumerate_sig_fields(reader)}
-        field_name = options.field_name or _next_field_name(existing, "Signature")
-        spec = None
-        if visible is not None:
-            page_index, _, _ = _page_box(reader, visible.page)
-            # pyHanko writes the box as PDF reals; its int-only annotation is too narrow.
-            spec = fields.SigFieldSpec(sig_field_name=field_name, on_page=page_index,
-                                       box=tuple(round(v, 2) for v in visible.box))  # type: ignore[arg-type]
+        field_name, spec = _new_field(reader, options, visible)
         meta = PdfSignatureMetadata(field_name=field_name, md_algorithm=MD,
                                     subfilter=fields.SigSeedSubFilter.PADES,
                                     reason=options.reason, location=options.location)
