@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 from eoffice.settings import get_settings
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=8)
@@ -168,3 +171,64 @@ def noted_version(session: Session, name: str) -> int | None:
 def forget_version(session: Session, name: str) -> None:
     """This transaction moved the version: what was read before no longer holds."""
     session.info.get(_VERSIONS, {}).pop(name, None)
+
+
+class VersionedCache(Generic[T]):
+    """What `load` reads, cached per process and database behind a one-row version table
+    that every flush writing a `watched` row moves.
+
+    The version is a random number, not a counter: two databases reached at the same URL (a
+    restore, a recreated test database) do not share one. A transaction that wrote watched
+    rows reads them itself and leaves the cache alone, so a rollback never reaches it.
+    Where a query of the transaction already read the version (note_versions), none more.
+    """
+
+    def __init__(self, name: str, version_model: Any, watched: type,
+                 load: Callable[[Session], T]) -> None:
+        self.name = name
+        self.version_table = version_model.__table__
+        self.watched = watched
+        self.load = load
+        self._wrote_key = f"eoffice_wrote_{name}"
+        self._by_database: dict[str, tuple[int, T]] = {}
+        event.listen(Session, "before_flush", self._bump)
+        event.listen(Session, "after_transaction_end", self._forget)
+
+    def wrote(self, session: Session) -> bool:
+        """Whether this transaction has written (or is about to flush) watched rows."""
+        return bool(session.info.get(self._wrote_key)) or any(
+            isinstance(row, self.watched)
+            for row in (*session.new, *session.dirty, *session.deleted))
+
+    def get(self, session: Session) -> T:
+        if self.wrote(session):
+            return self.load(session)
+        version = noted_version(session, self.name)
+        if version is None:
+            table = self.version_table
+            version = session.connection().execute(
+                select(table.c.version).where(table.c.id == 1)).scalar()
+            if version is None:
+                return self.load(session)
+            note_versions(session, **{self.name: version})
+        key = session.get_bind().engine.url.render_as_string(hide_password=True)
+        cached = self._by_database.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        # The version was read first, so what is loaded now is at least that new.
+        fresh = self.load(session)
+        self._by_database[key] = (version, fresh)
+        return fresh
+
+    def _bump(self, session: Session, _context: Any, _instances: Any) -> None:
+        if any(isinstance(row, self.watched)
+               for row in (*session.new, *session.dirty, *session.deleted)):
+            table = self.version_table
+            session.connection().execute(table.update().where(table.c.id == 1)
+                                         .values(version=secrets.randbits(62)))
+            session.info[self._wrote_key] = True
+            forget_version(session, self.name)
+
+    def _forget(self, session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            session.info.pop(self._wrote_key, None)

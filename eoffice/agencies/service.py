@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from eoffice.db import forget_version, noted_version
+from eoffice.db import VersionedCache
 from eoffice.errors import Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, DirectoryVersion
 from eoffice.settings import get_settings
@@ -60,37 +59,12 @@ def by_code(session: Session, code: str) -> Agency:
     return agency
 
 
-# Per database URL: (directory version, tree). See AgencyTree.load.
-_DIRECTORY_CACHE: dict[str, tuple[int, AgencyTree]] = {}
 _SESSION_TREE = "eoffice_agency_tree"
-_WROTE_AGENCIES = "eoffice_wrote_agencies"
-
-
-def _wrote_agencies(session: Session) -> bool:
-    return bool(session.info.get(_WROTE_AGENCIES)) or any(
-        isinstance(row, Agency) for row in (*session.new, *session.dirty, *session.deleted))
-
-
-@event.listens_for(Session, "before_flush")
-def _bump_directory_version(session: Session, _context: Any, _instances: Any) -> None:
-    """Every flush that writes an agency moves the directory version (caches re-read).
-
-    The version is a random number, not a counter: two databases reached at the same URL
-    (a restore, a recreated test database) do not share a version.
-    """
-    if any(isinstance(row, Agency) for row in (*session.new, *session.dirty, *session.deleted)):
-        table = DirectoryVersion.__table__  # type: ignore[attr-defined]
-        session.connection().execute(table.update().where(table.c.id == 1)
-                                     .values(version=secrets.randbits(62)))
-        session.info[_WROTE_AGENCIES] = True
-        session.info.pop(_SESSION_TREE, None)
-        forget_version(session, "directory")
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_directory_state(session: Session, transaction: Any) -> None:
+def _forget_held_tree(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
-        session.info.pop(_WROTE_AGENCIES, None)
         session.info.pop(_SESSION_TREE, None)
 
 
@@ -144,22 +118,9 @@ class AgencyTree:
         written agencies itself reads them and leaves the cache alone.
         """
         held = session.info.get(_SESSION_TREE)
-        if held is not None and not _wrote_agencies(session):
+        if held is not None and not _DIRECTORY.wrote(session):
             return held  # type: ignore[no-any-return]
-        version = noted_version(session, "directory")
-        if version is None:
-            version = session.exec(select(DirectoryVersion.version)
-                                   .where(DirectoryVersion.id == 1)).first()
-        if version is None or _wrote_agencies(session):
-            return cls.read(session)
-        key = session.get_bind().engine.url.render_as_string(hide_password=True)
-        cached = _DIRECTORY_CACHE.get(key)
-        if cached is not None and cached[0] == version:
-            tree = cached[1]
-        else:
-            # The version was read first, so the rows are at least that new.
-            tree = cls.read(session)
-            _DIRECTORY_CACHE[key] = (version, tree)
+        tree = _DIRECTORY.get(session)
         session.info[_SESSION_TREE] = tree
         return tree
 
@@ -403,3 +364,8 @@ def merge_agency(session: Session, merged: Agency, successor: Agency, when: date
     merged.merged_at = when
     session.add(merged)
     session.flush()
+
+
+# Every agency write moves the directory version (see VersionedCache).
+_DIRECTORY: VersionedCache[AgencyTree] = VersionedCache(
+    "directory", DirectoryVersion, Agency, AgencyTree.read)

@@ -21,13 +21,12 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.db import forget_version, insert_ignore, note_versions, noted_version
+from eoffice.db import VersionedCache, insert_ignore
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import (
     Delivery,
@@ -207,11 +206,6 @@ class EndpointRow(NamedTuple):
     events: list[str]
 
 
-# Per database URL: (webhook version, active endpoints by agency).
-_ENDPOINT_CACHE: dict[str, tuple[int, dict[int, list[EndpointRow]]]] = {}
-_WROTE_ENDPOINTS = "eoffice_wrote_webhook_endpoints"
-
-
 def _read_active(session: Session) -> dict[int, list[EndpointRow]]:
     by_agency: dict[int, list[EndpointRow]] = {}
     for row in session.execute(
@@ -224,6 +218,11 @@ def _read_active(session: Session) -> dict[int, list[EndpointRow]]:
     return by_agency
 
 
+# Every endpoint write moves the webhook version (see VersionedCache).
+_ENDPOINTS: VersionedCache[dict[int, list[EndpointRow]]] = VersionedCache(
+    "webhooks", WebhookVersion, WebhookEndpoint, _read_active)
+
+
 def active_endpoints(session: Session) -> dict[int, list[EndpointRow]]:
     """Active endpoints by agency, as this transaction sees them.
 
@@ -231,42 +230,7 @@ def active_endpoints(session: Session) -> dict[int, list[EndpointRow]]:
     endpoints: the answer is cached per process behind a version row that every endpoint
     write moves, and the version itself is read along with the caller (note_versions).
     """
-    if session.info.get(_WROTE_ENDPOINTS):
-        return _read_active(session)
-    version = noted_version(session, "webhooks")
-    if version is None:
-        version = session.exec(select(WebhookVersion.version)
-                               .where(WebhookVersion.id == 1)).first()
-        if version is None:
-            return _read_active(session)
-        note_versions(session, webhooks=version)
-    key = session.get_bind().engine.url.render_as_string(hide_password=True)
-    cached = _ENDPOINT_CACHE.get(key)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    # The version was read first, so the rows are at least that new.
-    fresh = _read_active(session)
-    _ENDPOINT_CACHE[key] = (version, fresh)
-    return fresh
-
-
-@sa_event.listens_for(Session, "before_flush")
-def _bump_webhook_version(session: Session, _context: Any, _instances: Any) -> None:
-    """Every flush that writes an endpoint moves the version (caches read them again); a
-    random value, not a counter, as the directory's."""
-    if any(isinstance(row, WebhookEndpoint)
-           for row in (*session.new, *session.dirty, *session.deleted)):
-        table = WebhookVersion.__table__  # type: ignore[attr-defined]
-        session.connection().execute(table.update().where(table.c.id == 1)
-                                     .values(version=secrets.randbits(62)))
-        session.info[_WROTE_ENDPOINTS] = True
-        forget_version(session, "webhooks")
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _forget_endpoint_writes(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:
-        session.info.pop(_WROTE_ENDPOINTS, None)
+    return _ENDPOINTS.get(session)
 
 
 # --- events -> pushes ----------------------------------------------------------------------
