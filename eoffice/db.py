@@ -157,11 +157,23 @@ _VERSIONS = "eoffice_noted_versions"
 
 
 def note_versions(session: Session, **versions: int | None) -> None:
-    """Record version rows (directory, webhooks) a query of this transaction already read,
-    so the caches behind them need no read of their own (the caller's lookup reads them
-    along: one statement fewer each on nearly every request)."""
+    """Record version rows a query of this transaction already read, so the caches behind
+    them need no read of their own."""
     noted: dict[str, int] = session.info.setdefault(_VERSIONS, {})
     noted.update({name: value for name, value in versions.items() if value is not None})
+
+
+def version_columns() -> list[Any]:
+    """Every cache's version as a labelled scalar subquery, for the query that starts nearly
+    every request (the caller's lookup) to read along: one statement fewer per cache.
+    Hand its result row to note_versions_from."""
+    return [select(cache.version_table.c.version).where(cache.version_table.c.id == 1)
+            .scalar_subquery().label(cache.column_label) for cache in VersionedCache.registry]
+
+
+def note_versions_from(session: Session, row: Any) -> None:
+    note_versions(session, **{cache.name: getattr(row, cache.column_label, None)
+                              for cache in VersionedCache.registry})
 
 
 def noted_version(session: Session, name: str) -> int | None:
@@ -180,12 +192,15 @@ class VersionedCache(Generic[T]):
     The version is a random number, not a counter: two databases reached at the same URL (a
     restore, a recreated test database) do not share one. A transaction that wrote watched
     rows reads them itself and leaves the cache alone, so a rollback never reaches it.
-    Where a query of the transaction already read the version (note_versions), none more.
+    Where a query of the transaction already read the version (version_columns), none more.
     """
+
+    registry: list[VersionedCache[Any]] = []
 
     def __init__(self, name: str, version_model: Any, watched: type,
                  load: Callable[[Session], T]) -> None:
         self.name = name
+        self.column_label = f"{name}_version"
         self.version_table = version_model.__table__
         self.watched = watched
         self.load = load
@@ -193,6 +208,7 @@ class VersionedCache(Generic[T]):
         self._by_database: dict[str, tuple[int, T]] = {}
         event.listen(Session, "before_flush", self._bump)
         event.listen(Session, "after_transaction_end", self._forget)
+        VersionedCache.registry.append(self)
 
     def wrote(self, session: Session) -> bool:
         """Whether this transaction has written (or is about to flush) watched rows."""

@@ -81,7 +81,7 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     if document.file_sha256:
         first = WrittenRevision(1, document.file_sha256, "upload", utcnow())
         # Nothing reads the first revision back before commit: it is written then, with the
-        # transaction's other append-only rows (one statement on PostgreSQL).
+        # transaction's other append-only rows (defer_insert).
         defer_insert(session, DocumentRevision, {
             "document_id": document.id, "number": first.number,
             "blob_sha256": first.blob_sha256, "reason": first.reason,

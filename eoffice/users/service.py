@@ -7,25 +7,18 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, delete, func
+from sqlalchemy import Row, bindparam, delete, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from eoffice.db import note_versions
+from eoffice.db import VersionedCache, note_versions_from, version_columns
 from eoffice.errors import Forbidden, TooManyRequests, Unauthenticated
-from eoffice.models import (
-    Agency,
-    ApiKey,
-    DirectoryVersion,
-    LoginFailure,
-    User,
-    WebhookVersion,
-    utcnow,
-)
+from eoffice.models import Agency, ApiKey, LoginFailure, User, utcnow
 from eoffice.settings import get_settings
 
 ROLES = ("clerk", "leader", "officer", "auditor", "admin")
@@ -58,7 +51,7 @@ class Principal:
     role: str
     agency_id: int | None
     # Plain values rather than the User row: a caller is resolved on every API call, and
-    # building an ORM object for it cost more than the query (bench/routing.py).
+    # building an ORM object for it cost more than the query (bench/request_cost.py).
     user_id: int | None = None
     full_name: str = ""
     position: str = ""
@@ -118,7 +111,8 @@ def principal_for_user(session: Session, user: User) -> Principal:
     return _user_principal(user, agency.code if agency else None)
 
 
-def _user_principal(user: User, agency_code: str | None) -> Principal:
+def _user_principal(user: User | Row[Any], agency_code: str | None) -> Principal:
+    """A signed-in user's principal, from the User row or the caller query's plain row."""
     return Principal(role=user.role, agency_id=user.agency_id, user_id=user.id,
                      full_name=user.full_name, position=user.position,
                      scope_agency_id=user.scope_agency_id or user.agency_id,
@@ -133,34 +127,27 @@ def principal_from_token(session: Session, token: str) -> Principal:
     except jwt.PyJWTError as exc:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn") from exc
-    # One round trip for the user and their agency's code, as plain columns: this runs on
-    # every API call.
-    row = session.execute(_CALLER_QUERY, {"user_id": int(payload.get("sub", 0))}).first()
+    # One round trip for the user and their agency's code, as plain columns (this runs on
+    # every API call), with the versions of the process caches read along.
+    row = session.execute(_caller_query(len(VersionedCache.registry)),
+                          {"user_id": int(payload.get("sub", 0))}).first()
     if row is None or not row.is_active or payload.get("ver") != row.token_version:
         raise Unauthenticated("invalid or expired token",
                               detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
-    note_versions(session, directory=row.directory_version, webhooks=row.webhook_version)
-    return Principal(role=row.role, agency_id=row.agency_id, user_id=row.id,
-                     full_name=row.full_name, position=row.position,
-                     scope_agency_id=row.scope_agency_id or row.agency_id, name=row.username,
-                     agency_code=row.agency_code)
+    note_versions_from(session, row)
+    return _user_principal(row, row.agency_code)
 
 
-_users, _agencies = User.__table__, Agency.__table__  # type: ignore[attr-defined]
-_directory = DirectoryVersion.__table__  # type: ignore[attr-defined]
-_webhooks = WebhookVersion.__table__  # type: ignore[attr-defined]
-# The versions of the cached agency directory (AgencyTree.load) and webhook endpoints ride
-# along: nearly every request uses one or both, which would otherwise read them on their own.
-_CALLER_QUERY = (
-    sa_select(_users.c.id, _users.c.username, _users.c.full_name, _users.c.position,
-              _users.c.role, _users.c.agency_id, _users.c.scope_agency_id, _users.c.is_active,
-              _users.c.token_version, _agencies.c.code.label("agency_code"),
-              sa_select(_directory.c.version).where(_directory.c.id == 1)
-              .scalar_subquery().label("directory_version"),
-              sa_select(_webhooks.c.version).where(_webhooks.c.id == 1)
-              .scalar_subquery().label("webhook_version"))
-    .select_from(_users.outerjoin(_agencies, _agencies.c.id == _users.c.agency_id))
-    .where(_users.c.id == bindparam("user_id")))
+@lru_cache(maxsize=4)
+def _caller_query(_caches: int) -> Any:
+    """Built once per number of registered caches: one registered later still rides along."""
+    users, agencies = User.__table__, Agency.__table__  # type: ignore[attr-defined]
+    return (sa_select(users.c.id, users.c.username, users.c.full_name, users.c.position,
+                      users.c.role, users.c.agency_id, users.c.scope_agency_id,
+                      users.c.is_active, users.c.token_version,
+                      agencies.c.code.label("agency_code"), *version_columns())
+            .select_from(users.outerjoin(agencies, agencies.c.id == users.c.agency_id))
+            .where(users.c.id == bindparam("user_id")))
 
 
 def _key_hash(secret: str) -> str:
