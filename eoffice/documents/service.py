@@ -47,8 +47,13 @@ def _max_bytes() -> int:
 def create_document(session: Session, principal: Principal, meta: DocumentMetadata,
                     file: BinaryIO | None, file_name: str | None,
                     attachments: list[tuple[BinaryIO, str, str]],
-                    channel: str = "electronic") -> Document:
-    """A draft with its files; nothing is numbered until issuance."""
+                    channel: str = "electronic", send: bool = False) -> Document:
+    """A draft with its files; nothing is numbered until issuance.
+
+    With `send` the caller sends the document in this transaction
+    (exchange.send_document(..., new_document=True)): it is numbered here and its row is
+    written as issued and sent, so create-and-send inserts it once and never updates it.
+    """
     principal.require_role(*AUTHOR_ROLES)
     assert principal.agency_id is not None
     if channel == "electronic" and file is None:
@@ -74,6 +79,12 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
                               max_bytes=_max_bytes())
         document.file_sha256 = stored.sha256
         document.file_name = (file_name or "document.pdf")[-255:]
+    if send:
+        # Late in the transaction still: only the inserts of this send follow, and the
+        # counter's row lock lasts until commit.
+        _number(session, principal, document)
+        document.status = "sent"
+        document.sent_at = document.issued_at
     session.add(document)
     session.flush()
     assert document.id is not None
@@ -104,6 +115,8 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     record(session, actor=principal.name, action="document.created", object_type="document",
            object_id=document.id, agency_id=principal.agency_id,
            data={"type_name": document.type_name, "file": document.file_sha256})
+    if send:
+        _record_issued(session, principal, document)
     return document
 
 
@@ -194,6 +207,14 @@ def issue_document(session: Session, principal: Principal, document: Document) -
                        detail_vi="Văn bản đã được ban hành")
     if principal.agency_id != document.sender_id:
         raise NotFound(f"document {document.id} not found")
+    _number(session, principal, document)
+    session.add(document)
+    _record_issued(session, principal, document)
+    return document
+
+
+def _number(session: Session, principal: Principal, document: Document) -> None:
+    """Take the register's next number and set the fields of an issued document."""
     principal.require_role("clerk", "leader")
     sender = AgencyTree.load(session).by_id[document.sender_id]
     now = local_now()
@@ -202,14 +223,14 @@ def issue_document(session: Session, principal: Principal, document: Document) -
     document.code_notation = notation_for(document, sender)
     document.issued_year = now.year
     document.promulgation_date = now.date()
-    document.issued_at = utcnow()
+    document.issued_at = document.updated_at = utcnow()
     document.status = "issued"
-    document.updated_at = utcnow()
-    session.add(document)
+
+
+def _record_issued(session: Session, principal: Principal, document: Document) -> None:
     record(session, actor=principal.name, action="document.issued", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
            data={"number": number_notation(document)})
-    return document
 
 
 def visible_agency_ids(session: Session, principal: Principal) -> set[int] | None:

@@ -69,8 +69,12 @@ def _event(session: Session, delivery: Delivery, action: str, principal: Princip
 # --- sending -------------------------------------------------------------------------------
 
 def send_document(session: Session, principal: Principal, document: Document,
-                  recipients: list[str]) -> list[Delivery]:
+                  recipients: list[str], *, new_document: bool = False) -> list[Delivery]:
     """Issue if needed and create one delivery per new receiver.
+
+    `new_document`: the caller created the document in this transaction with
+    create_document(..., send=True), so it has no deliveries yet and its row already says
+    issued and sent.
 
     A send to at most `inline_delivery_max` new receivers puts the document into their inboxes
     in this transaction: a task of its own cost the system more than the work it does (see
@@ -88,8 +92,8 @@ def send_document(session: Session, principal: Principal, document: Document,
     sender = AgencyTree.load(session).by_id[document.sender_id]
     resolved = resolve_recipients(session, sender, recipients)
     was_draft = document.status == "draft"
-    # A draft has never been sent, so it has no deliveries to look up.
-    earlier = [] if was_draft else list(session.exec(
+    # A document never sent has no deliveries to look up.
+    earlier = [] if was_draft or new_document else list(session.exec(
         select(Delivery).where(Delivery.document_id == document.id)).all())
     existing = {d.recipient_id for d in earlier}
     created: list[Delivery] = []
@@ -120,12 +124,12 @@ def send_document(session: Session, principal: Principal, document: Document,
     # clerk of the agency numbering documents at the same time queues on it.
     if was_draft:
         issue_document(session, principal, document)
-    document.status = "sent"
-    document.sent_at = document.sent_at or utcnow()
-    document.updated_at = utcnow()
-    session.add(document)
+    if not new_document:
+        document.status = "sent"
+        document.sent_at = document.sent_at or utcnow()
+        document.updated_at = utcnow()
+        session.add(document)
     # After numbering: what the listeners send on (webhook payloads) carries the number.
-    # Their query flushes the document's changes in one UPDATE.
     _run_listeners(session, arrived, {d.id or 0: d for d in created})
     # stats (issue 6): count the sent document in the exchange-rate aggregates.
     from eoffice.stats.service import enqueue_document

@@ -230,9 +230,10 @@ def compose(request: Request, session: SessionDep, principal: WebPrincipal,
         session, principal, meta, main[0].file if main else None,
         main[0].filename if main else None,
         [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
-         for a in _files(attachments)])
+         for a in _files(attachments)], send=action == "send")
     if action == "send":
-        exchange_service.send_document(session, principal, document, chosen)
+        exchange_service.send_document(session, principal, document, chosen,
+                                       new_document=True)
         flash(request, "Sent as %(number)s.", number=documents_service.number_notation(document))
         return redirect(request, "/outbox")
     flash(request, "Saved as a draft.")
