@@ -108,6 +108,81 @@ def _insert_ignore_statement(table: Any, columns: tuple[str, ...], dialect: str)
             .on_conflict_do_nothing().returning(literal_column("1")))
 
 
+def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) -> list[T]:
+    """Insert rows of a table model and return them as persistent objects, in `rows` order.
+
+    For rows a request writes in bulk and reads back (the deliveries and events of a
+    send): one INSERT ... RETURNING whose rows the ORM loads as if queried, instead of the
+    unit of work's flush, which cost about three times the statement per object (a quarter
+    of the API's CPU per create-and-send went into flushing). Column defaults of the model
+    are filled in here; rows must name the same columns.
+    """
+    if not rows:
+        return []
+    table: Any = model.__table__  # type: ignore[attr-defined]
+    full = [_with_defaults(model, row) for row in rows]
+    columns = tuple(full[0])
+    if any(tuple(row) != columns for row in full):
+        raise ValueError(f"rows for {table.name} differ in their columns")
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        statement = _recordset_insert_returning(table, columns,
+                                                bind.dialect.identifier_preparer)
+        loaded = session.execute(select(model).from_statement(statement),
+                                 {"rows": _json_rows(full)}).scalars().all()
+        # Serial ids follow the order of the rows (json_populate_recordset keeps it).
+        return sorted(loaded, key=lambda item: getattr(item, "id", 0))
+    single = _single_insert_returning(table, columns)
+    return [session.execute(select(model).from_statement(single), row).scalar_one()
+            for row in full]
+
+
+def _with_defaults(model: Any, row: dict[str, Any]) -> dict[str, Any]:
+    static, factories = _model_defaults(model)
+    return {**static, **{name: make() for name, make in factories.items()}, **row}
+
+
+@lru_cache(maxsize=64)
+def _model_defaults(model: Any) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """A table model's field defaults (the ORM's constructor applies them, Core does not);
+    an autoincrement key left out for the database to fill."""
+    from pydantic_core import PydanticUndefined
+
+    static: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
+    table = model.__table__
+    for name, field in model.model_fields.items():
+        column = table.c.get(name)
+        if column is None or (column.primary_key and column.autoincrement in (True, "auto")
+                              and field.default is None):
+            continue
+        if field.default_factory is not None:
+            factories[name] = field.default_factory
+        elif field.default is not PydanticUndefined:
+            static[name] = field.default
+    return static, factories
+
+
+@lru_cache(maxsize=64)
+def _recordset_insert_returning(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+    from sqlalchemy import text
+
+    names = ", ".join(quoting.quote(name) for name in columns)
+    target = quoting.format_table(table)
+    returned = ", ".join(quoting.quote(column.name) for column in table.c)
+    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset("
+                f"NULL::{target}, CAST(:rows AS json)) RETURNING {returned}"
+                ).columns(*table.c)
+
+
+@lru_cache(maxsize=64)
+def _single_insert_returning(table: Any, columns: tuple[str, ...]) -> Any:
+    from sqlalchemy import bindparam
+
+    return (table.insert().values({name: bindparam(name) for name in columns})
+            .returning(*table.c))
+
+
 # --- rows written at commit --------------------------------------------------------------
 
 _DEFERRED = "eoffice_deferred_rows"

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree, resolve_recipients
 from eoffice.audit.service import record
+from eoffice.db import insert_rows
 from eoffice.documents.service import (
     apply_metadata_changes,
     get_own,
@@ -96,29 +97,24 @@ def send_document(session: Session, principal: Principal, document: Document,
     earlier = [] if was_draft or new_document else list(session.exec(
         select(Delivery).where(Delivery.document_id == document.id)).all())
     existing = {d.recipient_id for d in earlier}
-    created: list[Delivery] = []
-    for recipient in resolved:
-        if recipient.agency.id in existing:
-            continue
-        delivery = Delivery(document_id=document.id or 0, recipient_id=recipient.agency.id or 0,
-                            addressed_to_code=recipient.addressed_to_code)
-        session.add(delivery)
-        created.append(delivery)
-    inline = bool(created) and len(created) <= get_settings().inline_delivery_max
+    rows = [{"document_id": document.id or 0, "recipient_id": recipient.agency.id or 0,
+             "addressed_to_code": recipient.addressed_to_code}
+            for recipient in resolved if recipient.agency.id not in existing]
+    inline = bool(rows) and len(rows) <= get_settings().inline_delivery_max
     now = utcnow()
     if inline:
         # Written as arrived at once: one INSERT, no UPDATE of the rows just inserted.
-        _mark_arrived(created, now)
-    session.flush()
+        rows = [{**row, **_arrived_values(now)} for row in rows]
+    created = insert_rows(session, Delivery, rows)
     # One event per new delivery, written in bulk; the audit entry below names them all.
-    session.add_all([DeliveryEvent(delivery_id=d.id or 0, action="queued",
-                                   transport_status="queued", actor_user_id=principal.user_id,
-                                   actor_agency_id=principal.agency_id, at=now)
-                     for d in created])
+    queued = [{"delivery_id": d.id or 0, "action": "queued", "transport_status": "queued",
+               "actor_user_id": principal.user_id, "actor_agency_id": principal.agency_id,
+               "at": now} for d in created]
     arrived: list[DeliveryEvent] = []
     if inline:
-        arrived = _arrive(session, document.id or 0, created, now)
+        arrived = _arrive(session, document.id or 0, created, now, queued_events=queued)
     elif created:
+        insert_rows(session, DeliveryEvent, queued)
         enqueue(session, "exchange.deliver", document.id)
     # The register number is taken last: its row lock is held until commit, and every
     # clerk of the agency numbering documents at the same time queues on it.
@@ -170,20 +166,29 @@ def _mark_arrived(deliveries: list[Delivery], now: datetime) -> None:
         delivery.transport_attempts += 1
 
 
+def _arrived_values(now: datetime) -> dict[str, Any]:
+    """_mark_arrived for a delivery not written yet (its first attempt)."""
+    return {"transport_status": "delivered", "status_code": "01", "delivered_at": now,
+            "updated_at": now, "transport_attempts": 1}
+
+
 def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
-            now: datetime) -> list[DeliveryEvent]:
-    """Deliveries marked arrived at `now` (_mark_arrived) reach their inboxes (01): events,
-    one audit entry, arrival check. Returns the events the caller hands to the status
-    listeners in this transaction (none when a task will)."""
+            now: datetime, queued_events: list[dict[str, Any]] | None = None
+            ) -> list[DeliveryEvent]:
+    """Deliveries marked arrived at `now` reach their inboxes (01): events, one audit
+    entry, arrival check. Returns the events the caller hands to the status listeners in
+    this transaction (none when a task will). `queued_events`: rows of the send's own
+    events, written in the same INSERT before the arrivals."""
     # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
     # task of its own cost more than the work it did. A large one keeps them in a task of
     # their own, so its receivers see the document before the listeners have run.
     inline = len(deliveries) <= INLINE_NOTIFY_MAX
-    events = [DeliveryEvent(delivery_id=d.id or 0, code="01", action="arrived",
-                            transport_status="delivered", at=now,
-                            notified_at=now if inline else None) for d in deliveries]
-    session.add_all(events)
-    session.flush()
+    before = queued_events or []
+    written = insert_rows(session, DeliveryEvent, [*before, *(
+        {"delivery_id": d.id or 0, "code": "01", "action": "arrived",
+         "transport_status": "delivered", "at": now, "notified_at": now if inline else None}
+        for d in deliveries)])
+    events = written[len(before):]
     record(session, actor="system", action="delivery.arrived", object_type="document",
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
