@@ -119,22 +119,21 @@ def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) ->
     """
     if not rows:
         return []
-    table: Any = model.__table__  # type: ignore[attr-defined]
+    loadable: Any = model  # a class: hashable, whatever mypy makes of type[T]
+    table = loadable.__table__
     full = [_with_defaults(model, row) for row in rows]
     columns = tuple(full[0])
     if any(tuple(row) != columns for row in full):
         raise ValueError(f"rows for {table.name} differ in their columns")
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        statement = _recordset_insert_returning(table, columns,
+        statement = _recordset_insert_returning(loadable, columns,
                                                 bind.dialect.identifier_preparer)
-        loaded = session.execute(select(model).from_statement(statement),
-                                 {"rows": _json_rows(full)}).scalars().all()
+        loaded = session.execute(statement, {"rows": _json_rows(full)}).scalars().all()
         # Serial ids follow the order of the rows (json_populate_recordset keeps it).
         return sorted(loaded, key=lambda item: getattr(item, "id", 0))
-    single = _single_insert_returning(table, columns)
-    return [session.execute(select(model).from_statement(single), row).scalar_one()
-            for row in full]
+    single = _single_insert_returning(loadable, columns)
+    return [session.execute(single, row).scalar_one() for row in full]
 
 
 def _with_defaults(model: Any, row: dict[str, Any]) -> dict[str, Any]:
@@ -163,24 +162,29 @@ def _model_defaults(model: Any) -> tuple[dict[str, Any], dict[str, Callable[[], 
     return static, factories
 
 
+# The loading statements are built once: SQLAlchemy computes a statement's cache key on
+# every execution of a new statement object, and only once for one it has seen.
 @lru_cache(maxsize=64)
-def _recordset_insert_returning(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+def _recordset_insert_returning(model: Any, columns: tuple[str, ...], quoting: Any) -> Any:
     from sqlalchemy import text
 
+    table = model.__table__
     names = ", ".join(quoting.quote(name) for name in columns)
     target = quoting.format_table(table)
     returned = ", ".join(quoting.quote(column.name) for column in table.c)
-    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset("
-                f"NULL::{target}, CAST(:rows AS json)) RETURNING {returned}"
-                ).columns(*table.c)
+    return select(model).from_statement(text(
+        f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset("
+        f"NULL::{target}, CAST(:rows AS json)) RETURNING {returned}").columns(*table.c))
 
 
 @lru_cache(maxsize=64)
-def _single_insert_returning(table: Any, columns: tuple[str, ...]) -> Any:
+def _single_insert_returning(model: Any, columns: tuple[str, ...]) -> Any:
     from sqlalchemy import bindparam
 
-    return (table.insert().values({name: bindparam(name) for name in columns})
-            .returning(*table.c))
+    table = model.__table__
+    return select(model).from_statement(
+        table.insert().values({name: bindparam(name) for name in columns})
+        .returning(*table.c))
 
 
 # --- rows written at commit --------------------------------------------------------------

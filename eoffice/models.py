@@ -24,6 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+# The register an issued document is numbered in unless it was registered otherwise.
+OUTGOING_REGISTER = "outgoing"
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -203,7 +206,7 @@ class Document(SQLModel, table=True):
     page_amount: int | None = None
     confidentiality: str = Field(default="none", max_length=20)
     place: str = Field(default="", max_length=100)
-    register_name: str = Field(default="outgoing", max_length=32)
+    register_name: str = Field(default=OUTGOING_REGISTER, max_length=32)
     code_number: str | None = Field(default=None, max_length=11)
     code_notation: str | None = Field(default=None, max_length=30)
     issued_year: int | None = None

@@ -12,10 +12,11 @@ from sqlmodel import Session, col, select
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
-from eoffice.db import defer_insert, insert_ignore
+from eoffice.db import defer_insert, insert_ignore, insert_rows
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
+    OUTGOING_REGISTER,
     Attachment,
     Delivery,
     Document,
@@ -65,28 +66,30 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     response_for_id, response_for_ref = _resolve_response_for(session, principal,
                                                               meta.response_for)
     signer = meta.signer_info
-    document = Document(
-        sender_id=principal.agency_id, created_by_id=principal.user_id, channel=channel,
-        also_on_paper=meta.paper, type_name=meta.type_name, subject=meta.subject,
-        priority=meta.priority, signer_competence=signer.competence if signer else "",
-        signer_position=signer.position if signer else "",
-        signer_full_name=signer.full_name if signer else "", due_date=meta.due_date,
-        to_places=meta.to_places, response_for_id=response_for_id,
-        response_for_ref=response_for_ref, page_amount=meta.page_amount, place=meta.place)
+    values: dict[str, Any] = {
+        "sender_id": principal.agency_id, "created_by_id": principal.user_id,
+        "channel": channel, "also_on_paper": meta.paper, "type_name": meta.type_name,
+        "subject": meta.subject, "priority": meta.priority,
+        "signer_competence": signer.competence if signer else "",
+        "signer_position": signer.position if signer else "",
+        "signer_full_name": signer.full_name if signer else "", "due_date": meta.due_date,
+        "to_places": meta.to_places, "response_for_id": response_for_id,
+        "response_for_ref": response_for_ref, "page_amount": meta.page_amount,
+        "place": meta.place, "file_sha256": None, "file_name": None}
     if file is not None:
         sniff_pdf(file)
         stored = store_upload(session, file, content_type="application/pdf",
                               max_bytes=_max_bytes())
-        document.file_sha256 = stored.sha256
-        document.file_name = (file_name or "document.pdf")[-255:]
+        values["file_sha256"] = stored.sha256
+        values["file_name"] = (file_name or "document.pdf")[-255:]
     if send:
         # Late in the transaction still: only the inserts of this send follow, and the
         # counter's row lock lasts until commit.
-        _number(session, principal, document)
-        document.status = "sent"
-        document.sent_at = document.issued_at
-    session.add(document)
-    session.flush()
+        issued = _issue_values(session, principal, principal.agency_id, meta.type_name,
+                               OUTGOING_REGISTER)
+        values.update(issued, status="sent", sent_at=issued["issued_at"])
+    # Inserted and loaded back in one statement, not built and flushed by the ORM.
+    document = insert_rows(session, Document, [values])[0]
     assert document.id is not None
     revisions: list[WrittenRevision] = []
     if document.file_sha256:
@@ -163,9 +166,9 @@ def number_notation(document: Document) -> str | None:
     return f"{document.code_number}/{document.code_notation}"
 
 
-def notation_for(document: Document, sender: AgencyRow) -> str:
+def notation_for(type_name: str, sender: AgencyRow) -> str:
     """Type abbreviation + agency abbreviation; a công văn carries agency + unit instead."""
-    abbreviation = DOCUMENT_TYPES.get(document.type_name, "")
+    abbreviation = DOCUMENT_TYPES.get(type_name, "")
     if abbreviation:
         return f"{abbreviation}-{sender.abbreviation}"[:30]
     return f"{sender.abbreviation}-VP"[:30]
@@ -207,24 +210,25 @@ def issue_document(session: Session, principal: Principal, document: Document) -
                        detail_vi="Văn bản đã được ban hành")
     if principal.agency_id != document.sender_id:
         raise NotFound(f"document {document.id} not found")
-    _number(session, principal, document)
+    for name, value in _issue_values(session, principal, document.sender_id,
+                                     document.type_name, document.register_name).items():
+        setattr(document, name, value)
     session.add(document)
     _record_issued(session, principal, document)
     return document
 
 
-def _number(session: Session, principal: Principal, document: Document) -> None:
-    """Take the register's next number and set the fields of an issued document."""
+def _issue_values(session: Session, principal: Principal, sender_id: int, type_name: str,
+                  register: str) -> dict[str, Any]:
+    """Take the register's next number: the fields of the document as issued."""
     principal.require_role("clerk", "leader")
-    sender = AgencyTree.load(session).by_id[document.sender_id]
+    sender = AgencyTree.load(session).by_id[sender_id]
     now = local_now()
-    number = next_number(session, sender.id or 0, document.register_name, now.year)
-    document.code_number = f"{number:02d}"
-    document.code_notation = notation_for(document, sender)
-    document.issued_year = now.year
-    document.promulgation_date = now.date()
-    document.issued_at = document.updated_at = utcnow()
-    document.status = "issued"
+    number = next_number(session, sender.id or 0, register, now.year)
+    issued_at = utcnow()
+    return {"code_number": f"{number:02d}", "code_notation": notation_for(type_name, sender),
+            "issued_year": now.year, "promulgation_date": now.date(),
+            "issued_at": issued_at, "updated_at": issued_at, "status": "issued"}
 
 
 def _record_issued(session: Session, principal: Principal, document: Document) -> None:

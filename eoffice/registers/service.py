@@ -72,7 +72,8 @@ def register_paper(session: Session, principal: Principal, direction: str,
     document.counterpart_code, document.counterpart_name = code, name
     document.original_ref = extra.original_ref
     document.code_number = f"{number:02d}"
-    document.code_notation = notation_for(document, sender) if direction == "outgoing" else None
+    document.code_notation = (notation_for(document.type_name, sender)
+                              if direction == "outgoing" else None)
     document.issued_year = registered_on.year
     if direction == "outgoing":
         document.promulgation_date = registered_on
