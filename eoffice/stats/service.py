@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, func, text
@@ -31,7 +32,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import Select
 
-from eoffice.db import BEFORE_COMMIT_STEPS
+from eoffice.db import BEFORE_COMMIT_STEPS, insert_ignore_rows
 from eoffice.models import (
     Delivery,
     Document,
@@ -255,17 +256,27 @@ def _add_delta(session: Session, key: tuple[int, date, str], delta: dict[str, in
 def _upsert_day_and_month(session: Session, day_keys: dict[str, Any],
                           month_keys: dict[str, Any], delta: dict[str, int]) -> None:
     """Both upserts in one round trip: PostgreSQL runs a data-modifying CTE exactly once."""
-    columns = [c for c in delta
-               if c in _table(StatsCell).c and c in _table(StatsMonth).c]
+    columns = tuple(c for c in delta
+                    if c in _table(StatsCell).c and c in _table(StatsMonth).c)
     if len(columns) != len(delta):
         raise ValueError(f"unknown aggregate columns {sorted(set(delta) - set(columns))}")
+    sql = _day_and_month_upsert(columns)
+    session.execute(sql, {"agency_id": day_keys["agency_id"], "day": day_keys["day"],
+                          "month": month_keys["month"], "direction": day_keys["direction"],
+                          **{f"v_{c}": v for c, v in delta.items()}})
+
+
+@lru_cache(maxsize=256)
+def _day_and_month_upsert(columns: tuple[str, ...]) -> Any:
+    """Built once per set of counters moved (SQLAlchemy keys a new statement object's
+    cache on every execution)."""
     names = ", ".join(columns)
     values = ", ".join(f":v_{c}" for c in columns)
 
     def adds(table: str) -> str:
         return ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
 
-    sql = text(
+    return text(
         f"WITH day_cell AS (INSERT INTO stats_cells (agency_id, day, direction, {names}) "
         f"VALUES (:agency_id, :day, :direction, {values}) "
         f"ON CONFLICT (agency_id, day, direction) DO UPDATE SET {adds('stats_cells')} "
@@ -273,9 +284,6 @@ def _upsert_day_and_month(session: Session, day_keys: dict[str, Any],
         f"INSERT INTO stats_months (agency_id, month, direction, {names}) "
         f"VALUES (:agency_id, :month, :direction, {values}) "
         f"ON CONFLICT (agency_id, month, direction) DO UPDATE SET {adds('stats_months')}")
-    session.execute(sql, {"agency_id": day_keys["agency_id"], "day": day_keys["day"],
-                          "month": month_keys["month"], "direction": day_keys["direction"],
-                          **{f"v_{c}": v for c, v in delta.items()}})
 
 
 CellDeltas = dict[tuple[int, date, str], dict[str, int]]
@@ -368,14 +376,9 @@ def apply_events(session: Session, events: Iterable[tuple[str, int]]) -> int:
 def _lock_items(session: Session, keys: list[tuple[str, int]]
                 ) -> dict[tuple[str, int], StatsItem]:
     """The items of these keys, created if missing, locked (FOR UPDATE) in key order."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    table = _table(StatsItem)
-    session.execute(insert(table).values([
+    insert_ignore_rows(session, StatsItem, [
         {"kind": kind, "ref_id": ref_id, "agency_id": 0, "day": NO_DAY, "direction": "",
-         **dict.fromkeys(COUNTERS, 0)} for kind, ref_id in keys]).on_conflict_do_nothing())
+         **dict.fromkeys(COUNTERS, 0)} for kind, ref_id in keys])
     found: dict[tuple[str, int], StatsItem] = {}
     for kind in ("doc", "dlv"):
         ids = [ref for k, ref in keys if k == kind]
