@@ -92,14 +92,14 @@ def document_out(session: Session, principal: Principal, document: Document, *,
 
 
 def create_from_form(session: Session, principal: Principal, metadata: str,
-                     file: UploadFile | None, attachments: list[UploadFile] | None,
-                     send: bool = False) -> Document:
+                     file: UploadFile | None, attachments: list[UploadFile] | None
+                     ) -> Document:
     meta = parse_metadata(metadata)
     return service.create_document(
         session, principal, meta, file.file if file else None,
         file.filename if file else None,
         [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
-         for a in attachments or []], send=send)
+         for a in attachments or []])
 
 
 def parse_recipients(raw: str | None) -> list[str] | None:
@@ -156,14 +156,13 @@ def create_document(session: SessionDep, principal: CurrentPrincipal,
         if stored is not None:
             return JSONResponse(stored.response, status_code=stored.status_code or 201,
                                 headers={"Idempotent-Replayed": "true"})
-    document = create_from_form(session, principal, metadata, file, attachments,
-                                send=targets is not None)
+    document = create_from_form(session, principal, metadata, file, attachments)
     # A new draft has no deliveries until this request sends it.
     deliveries: list[Delivery] = []
     if targets is not None:
         from eoffice.exchange.service import send_document
 
-        deliveries = send_document(session, principal, document, targets, new_document=True)
+        deliveries = send_document(session, principal, document, targets)
     result = document_out(session, principal, document, deliveries=deliveries,
                           **service.written_parts(session, document))
     if idempotency_key is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
@@ -48,13 +50,8 @@ def _max_bytes() -> int:
 def create_document(session: Session, principal: Principal, meta: DocumentMetadata,
                     file: BinaryIO | None, file_name: str | None,
                     attachments: list[tuple[BinaryIO, str, str]],
-                    channel: str = "electronic", send: bool = False) -> Document:
-    """A draft with its files; nothing is numbered until issuance.
-
-    With `send` the caller sends the document in this transaction
-    (exchange.send_document(..., new_document=True)): it is numbered here and its row is
-    written as issued and sent, so create-and-send inserts it once and never updates it.
-    """
+                    channel: str = "electronic") -> Document:
+    """A draft with its files; nothing is numbered until issuance."""
     principal.require_role(*AUTHOR_ROLES)
     assert principal.agency_id is not None
     if channel == "electronic" and file is None:
@@ -75,19 +72,14 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
         "signer_full_name": signer.full_name if signer else "", "due_date": meta.due_date,
         "to_places": meta.to_places, "response_for_id": response_for_id,
         "response_for_ref": response_for_ref, "page_amount": meta.page_amount,
-        "place": meta.place, "file_sha256": None, "file_name": None}
+        "place": meta.place, "file_sha256": None, "file_name": None,
+        "register_name": OUTGOING_REGISTER}
     if file is not None:
         sniff_pdf(file)
         stored = store_upload(session, file, content_type="application/pdf",
                               max_bytes=_max_bytes())
         values["file_sha256"] = stored.sha256
         values["file_name"] = (file_name or "document.pdf")[-255:]
-    if send:
-        # Late in the transaction still: only the inserts of this send follow, and the
-        # counter's row lock lasts until commit.
-        issued = _issue_values(session, principal, principal.agency_id, meta.type_name,
-                               OUTGOING_REGISTER)
-        values.update(issued, status="sent", sent_at=issued["issued_at"])
     # Inserted and loaded back in one statement, not built and flushed by the ORM.
     document = insert_rows(session, Document, [values])[0]
     assert document.id is not None
@@ -118,8 +110,6 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     record(session, actor=principal.name, action="document.created", object_type="document",
            object_id=document.id, agency_id=principal.agency_id,
            data={"type_name": document.type_name, "file": document.file_sha256})
-    if send:
-        _record_issued(session, principal, document)
     return document
 
 
@@ -185,11 +175,15 @@ def next_number(session: Session, agency_id: int, register: str, year: int) -> i
     key = {"counter_agency": agency_id, "counter_register": register, "counter_year": year}
     taken = session.execute(_TAKE_NUMBER, key).scalar_one_or_none()
     if taken is None:
-        insert_ignore(session, RegisterCounter, {"agency_id": agency_id,
-                                                 "register_name": register, "year": year,
-                                                 "last_number": 0})
+        _create_counter(session, key)
         taken = session.execute(_TAKE_NUMBER, key).scalar_one()
     return int(taken)
+
+
+def _create_counter(session: Session, key: dict[str, Any]) -> None:
+    insert_ignore(session, RegisterCounter, {
+        "agency_id": key["counter_agency"], "register_name": key["counter_register"],
+        "year": key["counter_year"], "last_number": 0})
 
 
 _counters = RegisterCounter.__table__  # type: ignore[attr-defined]
@@ -205,30 +199,92 @@ _TAKE_NUMBER = (update(_counters)
 
 def issue_document(session: Session, principal: Principal, document: Document) -> Document:
     """Assign number, notation and date (Vietnam calendar; numbers restart each 1 January)."""
-    if document.status != "draft":
-        raise Conflict(f"document {document.id} is already issued",
-                       detail_vi="Văn bản đã được ban hành")
-    if principal.agency_id != document.sender_id:
-        raise NotFound(f"document {document.id} not found")
-    for name, value in _issue_values(session, principal, document.sender_id,
-                                     document.type_name, document.register_name).items():
+    sender = _check_issuable(session, principal, document)
+    now = local_now()
+    number = next_number(session, sender.id or 0, document.register_name, now.year)
+    for name, value in _issued_values(document, sender, now, utcnow()).items():
         setattr(document, name, value)
+    document.code_number = format_number(number)
     session.add(document)
     _record_issued(session, principal, document)
     return document
 
 
-def _issue_values(session: Session, principal: Principal, sender_id: int, type_name: str,
-                  register: str) -> dict[str, Any]:
-    """Take the register's next number: the fields of the document as issued."""
+def issue_and_mark_sent(session: Session, principal: Principal, document: Document) -> None:
+    """Issue a draft and mark it sent; on PostgreSQL in one statement with the number.
+
+    The caller does this last before commit: the counter's row stays locked until then and
+    the agency's other clerks queue on it, so the lock is taken in the round trip that
+    writes the number. The document's row gets the new values without the ORM tracking
+    them as changes.
+    """
+    sender = _check_issuable(session, principal, document)
+    now, at = local_now(), utcnow()
+    values = {**_issued_values(document, sender, now, at), "status": "sent", "sent_at": at}
+    key: dict[str, Any] = {"counter_agency": sender.id or 0,
+                           "counter_register": document.register_name,
+                           "counter_year": now.year}
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _number_and_update(tuple(values))
+        params = {**key, "document_id": document.id,
+                  **{f"new_{name}": value for name, value in values.items()}}
+        number = session.execute(statement, params).scalar_one_or_none()
+        if number is None:  # the register's first number this year: create its counter
+            _create_counter(session, key)
+            number = session.execute(statement, params).scalar_one()
+        values["code_number"] = format_number(int(number))
+    else:
+        values["code_number"] = format_number(next_number(
+            session, key["counter_agency"], key["counter_register"], key["counter_year"]))
+        session.execute(update(_documents).where(_documents.c.id == document.id)
+                        .values(**values))
+    for name, value in values.items():
+        set_committed_value(document, name, value)
+    _record_issued(session, principal, document)
+
+
+def _check_issuable(session: Session, principal: Principal, document: Document) -> AgencyRow:
+    """The sender of a draft the caller may issue."""
+    if document.status != "draft":
+        raise Conflict(f"document {document.id} is already issued",
+                       detail_vi="Văn bản đã được ban hành")
+    if principal.agency_id != document.sender_id:
+        raise NotFound(f"document {document.id} not found")
     principal.require_role("clerk", "leader")
-    sender = AgencyTree.load(session).by_id[sender_id]
-    now = local_now()
-    number = next_number(session, sender.id or 0, register, now.year)
-    issued_at = utcnow()
-    return {"code_number": f"{number:02d}", "code_notation": notation_for(type_name, sender),
-            "issued_year": now.year, "promulgation_date": now.date(),
-            "issued_at": issued_at, "updated_at": issued_at, "status": "issued"}
+    return AgencyTree.load(session).by_id[document.sender_id]
+
+
+def _issued_values(document: Document, sender: AgencyRow, now: datetime,
+                   at: datetime) -> dict[str, Any]:
+    """An issued document's fields but its number (local date `now`, UTC instant `at`)."""
+    return {"code_notation": notation_for(document.type_name, sender),
+            "issued_year": now.year, "promulgation_date": now.date(), "issued_at": at,
+            "updated_at": at, "status": "issued"}
+
+
+def format_number(number: int) -> str:
+    """The printed register number: at least two digits ("05", "123")."""
+    return f"{number:02d}"
+
+
+_documents = Document.__table__  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=8)
+def _number_and_update(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: take the register's next number (the counter's UPDATE in a CTE) and
+    write it, formatted as format_number does, with `columns` into the document; returns
+    the number, or no row when the counter does not exist yet."""
+    from sqlalchemy import text
+
+    assignments = ", ".join(f"{name} = :new_{name}" for name in columns)
+    return text(
+        "WITH taken AS (UPDATE register_counters SET last_number = last_number + 1 "
+        "WHERE agency_id = :counter_agency AND register_name = :counter_register "
+        "AND year = :counter_year RETURNING last_number) "
+        f"UPDATE documents SET {assignments}, code_number = CASE WHEN taken.last_number < 10 "
+        "THEN '0' || taken.last_number::text ELSE taken.last_number::text END "
+        "FROM taken WHERE documents.id = :document_id RETURNING taken.last_number")
 
 
 def _record_issued(session: Session, principal: Principal, document: Document) -> None:

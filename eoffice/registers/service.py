@@ -15,7 +15,12 @@ from sqlmodel import Session, col, func, select
 
 from eoffice.audit.service import record
 from eoffice.documents.schemas import DocumentMetadata
-from eoffice.documents.service import create_document, next_number, notation_for
+from eoffice.documents.service import (
+    create_document,
+    format_number,
+    next_number,
+    notation_for,
+)
 from eoffice.errors import ValidationFailed
 from eoffice.models import Agency, Document, utcnow
 from eoffice.registers.schemas import RegisterEntry, RegisterExtra
@@ -71,7 +76,7 @@ def register_paper(session: Session, principal: Principal, direction: str,
     document.registered_on = registered_on
     document.counterpart_code, document.counterpart_name = code, name
     document.original_ref = extra.original_ref
-    document.code_number = f"{number:02d}"
+    document.code_number = format_number(number)
     document.code_notation = (notation_for(document.type_name, sender)
                               if direction == "outgoing" else None)
     document.issued_year = registered_on.year

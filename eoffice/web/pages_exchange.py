@@ -230,10 +230,9 @@ def compose(request: Request, session: SessionDep, principal: WebPrincipal,
         session, principal, meta, main[0].file if main else None,
         main[0].filename if main else None,
         [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
-         for a in _files(attachments)], send=action == "send")
+         for a in _files(attachments)])
     if action == "send":
-        exchange_service.send_document(session, principal, document, chosen,
-                                       new_document=True)
+        exchange_service.send_document(session, principal, document, chosen)
         flash(request, "Sent as %(number)s.", number=documents_service.number_notation(document))
         return redirect(request, "/outbox")
     flash(request, "Saved as a draft.")

@@ -191,11 +191,13 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
     # The request's own transaction; eager tasks (tests) run after its commit.
     first_transaction = statements[:statements.index("COMMIT")]
     writes = [s.split()[0] for s in first_transaction]
-    # caller (+ directory and webhook versions), blob, register number, document (numbered
-    # and sent in its one INSERT), delivery, events, then the revision, audit and outbox
-    # rows deferred to commit (one statement on PostgreSQL).
+    # caller (+ directory and webhook versions), blob, document, delivery, events, the
+    # register number with the document's number and status (one statement, last: its
+    # row lock lasts until commit), then the revision, audit and outbox rows deferred to
+    # commit (one statement on PostgreSQL).
     assert len(first_transaction) <= 7, "\n".join(s[:80] for s in first_transaction)
-    assert writes == ["SELECT", "INSERT", "UPDATE", "INSERT", "INSERT", "INSERT", "WITH"]
+    assert writes == ["SELECT", "INSERT", "INSERT", "INSERT", "INSERT", "WITH", "WITH"]
+    assert "register_counters" in first_transaction[-2]
     document_id = response.json()["id"]
     with new_session() as session:
         assert session.exec(select(DocumentRevision.number).where(
@@ -203,3 +205,34 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
         actions = set(session.exec(select(AuditEvent.action).where(
             AuditEvent.object_id == str(document_id))).all())
     assert {"document.created", "document.issued", "document.sent"} <= actions
+
+
+def test_register_numbers_print_alike_on_every_path(env: Env, as_user: Clients) -> None:
+    """The one-statement numbering (PostgreSQL) formats in SQL what format_number does in
+    Python: two digits at least, nothing cut off past 99."""
+    from eoffice.db import new_session
+    from eoffice.documents.service import format_number
+    from eoffice.models import Agency, RegisterCounter
+    from eoffice.timeutil import local_now
+
+    receiver = json.dumps([env.user("clerk.vuthu")["agency_code"]])
+    assert _create(as_user, CLERK, receiver).status_code == 201  # the counter exists now
+    with new_session() as session:
+        agency = session.exec(select(Agency).where(
+            Agency.code == env.user(CLERK)["agency_code"])).one()
+        agency_id = agency.id
+    for last in (8, 98, 1233):  # 09 10, 99 100, 1234 1235
+        with new_session() as session:
+            counter = session.get(RegisterCounter, (agency_id, "outgoing", local_now().year))
+            assert counter is not None
+            counter.last_number = last
+            session.add(counter)
+            session.commit()
+        sent = _create(as_user, CLERK, receiver, pdf=make_pdf(f"n{last}"))
+        assert sent.status_code == 201, sent.text
+        assert sent.json()["code_number"] == format_number(last + 1)
+        # Drafts issued on their own take the Python path.
+        draft = _create(as_user, CLERK, None, pdf=make_pdf(f"d{last}")).json()
+        issued = as_user.client.post(f"/api/v1/documents/{draft['id']}/issue",
+                                     headers=as_user.headers(CLERK))
+        assert issued.json()["code_number"] == format_number(last + 2)
