@@ -25,9 +25,10 @@ from typing import Any
 
 from asn1crypto import cms
 from sqlalchemy import event, text
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from eoffice.db import defer_insert
+from eoffice.db import defer_insert, update_rows
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
 from eoffice.settings import get_settings
 
@@ -138,14 +139,16 @@ def seal(session: Session, limit: int = 5000, wait: bool = True) -> int:
         seq, prev = int(head[0]), str(head[1])
     pending = session.exec(select(AuditEvent).where(col(AuditEvent.seq).is_(None))
                            .order_by(col(AuditEvent.id)).limit(limit)).all()
+    chained = []
     for entry in pending:
         seq += 1
-        entry.seq = seq
-        entry.prev_hash = prev
-        entry.hash = entry_hash(entry)
-        prev = entry.hash
-        session.add(entry)
-    session.flush()
+        # Committed values, not changes for the ORM to flush: one statement writes them all.
+        set_committed_value(entry, "seq", seq)
+        set_committed_value(entry, "prev_hash", prev)
+        set_committed_value(entry, "hash", entry_hash(entry))
+        chained.append({"id": entry.id, "seq": seq, "prev_hash": prev, "hash": entry.hash})
+        prev = str(entry.hash)
+    update_rows(session, AuditEvent, chained)
     return len(pending)
 
 
