@@ -21,6 +21,7 @@ from asn1crypto import x509
 from sqlmodel import Session, col, select
 
 from eoffice.audit.service import record
+from eoffice.db import insert_rows
 from eoffice.documents.service import can_view
 from eoffice.errors import (
     Forbidden,
@@ -118,14 +119,22 @@ def _new_report(report: dict[str, Any], *, blob_sha256: str, trust_state: str, p
                 created_by_id: int | None = None, document_id: int | None = None,
                 revision_id: int | None = None, delivery_id: int | None = None
                 ) -> VerificationReport:
-    return VerificationReport(document_id=document_id, revision_id=revision_id,
-                              blob_sha256=blob_sha256,
-                              indication=str(report.get("indication"))[:32],
-                              sub_indication=(str(report["sub_indication"])[:64]
-                                              if report.get("sub_indication") else None),
-                              trust_state=trust_state, report=report,
-                              created_by_id=created_by_id, delivery_id=delivery_id,
-                              purpose=purpose)
+    return VerificationReport(**_report_values(
+        report, blob_sha256=blob_sha256, trust_state=trust_state, purpose=purpose,
+        created_by_id=created_by_id, document_id=document_id, revision_id=revision_id,
+        delivery_id=delivery_id))
+
+
+def _report_values(report: dict[str, Any], *, blob_sha256: str, trust_state: str,
+                   purpose: str, created_by_id: int | None = None,
+                   document_id: int | None = None, revision_id: int | None = None,
+                   delivery_id: int | None = None) -> dict[str, Any]:
+    return {"document_id": document_id, "revision_id": revision_id,
+            "blob_sha256": blob_sha256, "indication": str(report.get("indication"))[:32],
+            "sub_indication": (str(report["sub_indication"])[:64]
+                               if report.get("sub_indication") else None),
+            "trust_state": trust_state, "report": report, "created_by_id": created_by_id,
+            "delivery_id": delivery_id, "purpose": purpose}
 
 
 def _record_report(session: Session, row: VerificationReport, *, actor: str,
@@ -341,14 +350,15 @@ def store_checks(session: Session, checks: list[tuple[CheckPlan, dict[str, Any]]
     deliveries = {d.id: d for d in session.exec(
         select(Delivery).where(col(Delivery.id).in_(delivery_ids))).all()} \
         if delivery_ids else {}
-    rows = [_new_report(report, blob_sha256=plan.blob_sha256, trust_state=plan.trust_state,
-                        purpose=plan.purpose, document_id=plan.document_id,
-                        revision_id=plan.revision_id,
-                        delivery_id=plan.delivery_ids[0] if len(plan.delivery_ids) == 1
-                        else None)
-            for plan, report in checks]
-    session.add_all(rows)
-    session.flush()
+    # One INSERT ... RETURNING for the batch (the ORM's flush rendered a new multi-row
+    # statement for every batch size).
+    rows = insert_rows(session, VerificationReport, [
+        _report_values(report, blob_sha256=plan.blob_sha256, trust_state=plan.trust_state,
+                       purpose=plan.purpose, document_id=plan.document_id,
+                       revision_id=plan.revision_id,
+                       delivery_id=plan.delivery_ids[0] if len(plan.delivery_ids) == 1
+                       else None)
+        for plan, report in checks])
     for (plan, _), row in zip(checks, rows, strict=True):
         document = documents.get(plan.document_id) if plan.document_id else None
         _record_report(session, row, actor="system",
