@@ -1,0 +1,123 @@
+"""The bulk row helpers of eoffice.db write exactly what the ORM would, on both databases.
+
+On PostgreSQL they send the rows as one JSON parameter expanded by json_populate_recordset;
+a timestamp shifted by a time zone, a JSON value turned into a string or rows out of order
+would corrupt documents, deliveries or the audit chain without any statement failing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import select
+
+from tests.conftest import Env
+
+
+def _agency_id() -> int:
+    from eoffice.db import new_session
+    from eoffice.models import Agency
+
+    with new_session() as session:
+        agency = session.exec(select(Agency).order_by(Agency.id)).first()
+        assert agency is not None and agency.id is not None
+        return agency.id
+
+
+def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
+    from eoffice.db import insert_rows, new_session
+    from eoffice.models import Document
+
+    sender = _agency_id()
+    # An aware time in another zone: stored as naive UTC like the ORM stores it.
+    at = datetime(2026, 3, 1, 23, 30, 15, 123456, tzinfo=timezone(timedelta(hours=7)))
+    values = [{"sender_id": sender, "type_name": "Công văn", "subject": f"Tiếng Việt {i}",
+               "due_date": date(2026, 12, 31), "to_places": ["Như trên", "Lưu: VT"],
+               "also_on_paper": True, "page_amount": i, "issued_at": at}
+              for i in range(3)]
+    with new_session() as session:
+        written = insert_rows(session, Document, values)
+        session.commit()
+        ids = [d.id for d in written]
+    assert ids == sorted(ids) and [d.page_amount for d in written] == [0, 1, 2]
+    # What the call returned is what a fresh read finds.
+    with new_session() as session:
+        for document, expected in zip(written, values, strict=True):
+            fresh = session.get(Document, document.id)
+            assert fresh is not None
+            assert fresh.subject == expected["subject"] == document.subject
+            assert fresh.due_date == date(2026, 12, 31)
+            assert fresh.to_places == ["Như trên", "Lưu: VT"]
+            assert fresh.also_on_paper is True
+            assert fresh.issued_at == at.astimezone(UTC) == document.issued_at
+            # Model defaults filled in as the ORM's constructor would.
+            assert fresh.status == "draft" and fresh.channel == "electronic"
+            assert fresh.created_at is not None
+
+
+def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
+    from eoffice.db import insert_rows, new_session
+    from eoffice.models import Document
+
+    sender = _agency_id()
+    with new_session() as session, pytest.raises(ValueError, match="differ"):
+        insert_rows(session, Document, [{"sender_id": sender, "subject": "a"},
+                                        {"sender_id": sender, "page_amount": 2}])
+
+
+def test_insert_ignore_rows_keeps_the_first_and_update_rows_changes_each(env: Env) -> None:
+    from eoffice.db import insert_ignore_rows, new_session, update_rows
+    from eoffice.models import AuditEvent, Blob, utcnow
+
+    now = utcnow()
+    with new_session() as session:
+        insert_ignore_rows(session, Blob, [
+            {"sha256": "a" * 64, "size": 1, "content_type": "application/pdf",
+             "created_at": now},
+            {"sha256": "b" * 64, "size": 2, "content_type": "application/pdf",
+             "created_at": now}])
+        insert_ignore_rows(session, Blob, [
+            {"sha256": "a" * 64, "size": 99, "content_type": "text/plain", "created_at": now},
+            {"sha256": "c" * 64, "size": 3, "content_type": "application/pdf",
+             "created_at": now}])
+        session.commit()
+    with new_session() as session:
+        sizes = {b.sha256[0]: b.size for b in session.exec(select(Blob)).all()}
+    assert sizes == {"a": 1, "b": 2, "c": 3}
+
+    with new_session() as session:
+        entries = [AuditEvent(action="test.bulk", object_type="t", object_id=str(i),
+                              data={"i": i}) for i in range(3)]
+        session.add_all(entries)
+        session.commit()
+        update_rows(session, AuditEvent, [
+            {"id": e.id, "seq": 1000 + i, "prev_hash": f"p{i}", "hash": f"h{i}"}
+            for i, e in enumerate(entries)])
+        session.commit()
+        ids = [e.id for e in entries]
+    with new_session() as session:
+        rows = session.exec(select(AuditEvent).where(AuditEvent.action == "test.bulk")
+                            .order_by(AuditEvent.id)).all()
+    assert [(r.id, r.seq, r.prev_hash, r.hash, r.data) for r in rows] == [
+        (ids[i], 1000 + i, f"p{i}", f"h{i}", {"i": i}) for i in range(3)]
+
+
+def test_deferred_rows_are_written_in_order_with_their_values(env: Env) -> None:
+    """Audit entries deferred to commit keep the order they were recorded in (the chain is
+    sealed in id order) and their JSON data."""
+    from eoffice.audit.service import record
+    from eoffice.db import new_session
+    from eoffice.models import AuditEvent
+
+    with new_session() as session:
+        for i in range(5):
+            record(session, actor="tester", action="test.deferred", object_type="t",
+                   object_id=i, data={"i": i, "when": date(2026, 1, i + 1)})
+        session.commit()
+    with new_session() as session:
+        rows = session.exec(select(AuditEvent).where(AuditEvent.action == "test.deferred")
+                            .order_by(AuditEvent.id)).all()
+    assert [r.object_id for r in rows] == [str(i) for i in range(5)]
+    assert [r.data for r in rows] == [{"i": i, "when": f"2026-01-0{i + 1}"} for i in range(5)]
+    assert all(r.at.tzinfo is not None for r in rows)
