@@ -1,3 +1,11 @@
+# Session 6 (2026-11-27), .venv/bin/python bench/routing.py --seconds 10 --rounds 5 (or 3):
+#   baseline 650-764 inserts/s; sending 104-130 documents/s from one agency's clerk
+#   (0.16-0.19, target 0.25: NOT met), 113-137/s from the clerks of 8 agencies (0.17-0.20),
+#   68-83/s in two requests; upload floor 0.84-0.91 of the baseline. CPU ms per document:
+#   api 6.1-7.4, worker 2.2-2.7, postgres 2.4-2.8, client 1.1-1.4. 100-receiver fan-out
+#   0.07-0.23 s (met). The session's first commit (baff44d), run just before the last
+#   figures: 82.1/s against 631.5/s (0.130), api 10.2 ms, worker 3.8, postgres 3.1.
+#   bench/request_cost.py: 25.0M -> 19.4-19.7M instructions per send request (5.3M baseline).
 # Session 5 (2026-11-27, the same box running at roughly half its earlier speed):
 #   baseline 646-654 inserts/s; sending 73.3-82.1 documents/s in one request (0.112-0.127,
 #   target 0.25: NOT met), 48.8-56.5/s in two; upload floor (the same multipart request
