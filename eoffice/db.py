@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +12,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
+from eoffice.rows import json_rows, recordset, same_columns
 from eoffice.settings import get_settings
 
 T = TypeVar("T")
@@ -81,188 +80,6 @@ def _cached_urls() -> list[str]:
     return [settings.database_url]
 
 
-def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was inserted."""
-    statement = _insert_ignore_statement(model.__table__, tuple(values),
-                                         session.get_bind().dialect.name)
-    return session.execute(statement, values).first() is not None
-
-
-def insert_ignore_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING of many rows with the same columns.
-
-    On PostgreSQL one statement whose text depends only on the columns (the rows travel as
-    one JSON parameter): a multi-row VALUES statement was compiled anew for every batch,
-    a sixth of a worker's CPU under load in the statistics (py-spy).
-    """
-    if not rows:
-        return
-    table = model.__table__
-    columns = tuple(rows[0])
-    if any(tuple(row) != columns for row in rows):
-        raise ValueError(f"rows for {table.name} differ in their columns")
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        statement = _recordset_insert_ignore(table, columns, bind.dialect.identifier_preparer)
-        session.execute(statement, {"rows": _json_rows(rows)})
-        return
-    for row in rows:
-        session.execute(_insert_ignore_statement(table, columns, bind.dialect.name), row)
-
-
-@lru_cache(maxsize=64)
-def _recordset_insert_ignore(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
-    from sqlalchemy import text
-
-    names = ", ".join(quoting.quote(name) for name in columns)
-    target = quoting.format_table(table)
-    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset("
-                f"NULL::{target}, CAST(:rows AS json)) ON CONFLICT DO NOTHING")
-
-
-@lru_cache(maxsize=64)
-def _insert_ignore_statement(table: Any, columns: tuple[str, ...], dialect: str) -> Any:
-    """Built once per table, column set and database, values bound at execution: building
-    the statement around the values cost more than running it (a blob row per upload).
-
-    On the table, not the model: an ORM-enabled INSERT goes through the ORM's bulk path,
-    which costs more than the statement. rowcount is -1 under psycopg 3 when SQLAlchemy adds
-    an implicit RETURNING, so the statement returns a row instead: one comes back only if
-    the INSERT really happened.
-    """
-    from sqlalchemy import bindparam, literal_column
-
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return (insert(table).values({name: bindparam(name) for name in columns})
-            .on_conflict_do_nothing().returning(literal_column("1")))
-
-
-def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) -> list[T]:
-    """Insert rows of a table model and return them as persistent objects, in `rows` order.
-
-    For rows a request writes in bulk and reads back (the deliveries and events of a
-    send): one INSERT ... RETURNING whose rows the ORM loads as if queried, instead of the
-    unit of work's flush, which cost about three times the statement per object (a quarter
-    of the API's CPU per create-and-send went into flushing). Column defaults of the model
-    are filled in here; rows must name the same columns.
-    """
-    if not rows:
-        return []
-    loadable: Any = model  # a class: hashable, whatever mypy makes of type[T]
-    table = loadable.__table__
-    full = [_with_defaults(model, row) for row in rows]
-    columns = tuple(full[0])
-    if any(tuple(row) != columns for row in full):
-        raise ValueError(f"rows for {table.name} differ in their columns")
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        statement = _recordset_insert_returning(loadable, columns,
-                                                bind.dialect.identifier_preparer)
-        loaded = session.execute(statement, {"rows": _json_rows(full)}).scalars().all()
-        # Serial ids follow the order of the rows (json_populate_recordset keeps it).
-        return sorted(loaded, key=lambda item: getattr(item, "id", 0))
-    single = _single_insert_returning(loadable, columns)
-    return [session.execute(single, row).scalar_one() for row in full]
-
-
-def update_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE many rows by id, each with its own values (same columns in every row).
-
-    On PostgreSQL one statement joining a JSON parameter of the rows (the audit chain's
-    seal writes every new entry's place and hash: one statement per entry cost PostgreSQL
-    a parse and an execution each); elsewhere one executemany.
-    """
-    if not rows:
-        return
-    table = model.__table__
-    columns = tuple(name for name in rows[0] if name != "id")
-    if any(tuple(name for name in row if name != "id") != columns or "id" not in row
-           for row in rows):
-        raise ValueError(f"rows for {table.name} differ in their columns")
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        statement = _recordset_update(table, columns, bind.dialect.identifier_preparer)
-        session.execute(statement, {"rows": _json_rows(rows)})
-        return
-    session.execute(_keyed_update(table, columns),
-                    [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}}
-                     for row in rows])
-
-
-@lru_cache(maxsize=16)
-def _recordset_update(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
-    from sqlalchemy import text
-
-    target = quoting.format_table(table)
-    assignments = ", ".join(f"{quoting.quote(c)} = changed.{quoting.quote(c)}"
-                            for c in columns)
-    return text(f"UPDATE {target} SET {assignments} FROM json_populate_recordset("
-                f"NULL::{target}, CAST(:rows AS json)) AS changed "
-                f"WHERE {target}.id = changed.id")
-
-
-@lru_cache(maxsize=16)
-def _keyed_update(table: Any, columns: tuple[str, ...]) -> Any:
-    from sqlalchemy import bindparam, update
-
-    return (update(table).where(table.c.id == bindparam("row_id"))
-            .values({c: bindparam(f"new_{c}") for c in columns}))
-
-
-def _with_defaults(model: Any, row: dict[str, Any]) -> dict[str, Any]:
-    static, factories = _model_defaults(model)
-    return {**static, **{name: make() for name, make in factories.items()}, **row}
-
-
-@lru_cache(maxsize=64)
-def _model_defaults(model: Any) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
-    """A table model's field defaults (the ORM's constructor applies them, Core does not);
-    an autoincrement key left out for the database to fill."""
-    from pydantic_core import PydanticUndefined
-
-    static: dict[str, Any] = {}
-    factories: dict[str, Callable[[], Any]] = {}
-    table = model.__table__
-    for name, field in model.model_fields.items():
-        column = table.c.get(name)
-        if column is None or (column.primary_key and column.autoincrement in (True, "auto")
-                              and field.default is None):
-            continue
-        if field.default_factory is not None:
-            factories[name] = field.default_factory
-        elif field.default is not PydanticUndefined:
-            static[name] = field.default
-    return static, factories
-
-
-# The loading statements are built once: SQLAlchemy computes a statement's cache key on
-# every execution of a new statement object, and only once for one it has seen.
-@lru_cache(maxsize=64)
-def _recordset_insert_returning(model: Any, columns: tuple[str, ...], quoting: Any) -> Any:
-    from sqlalchemy import text
-
-    table = model.__table__
-    names = ", ".join(quoting.quote(name) for name in columns)
-    target = quoting.format_table(table)
-    returned = ", ".join(quoting.quote(column.name) for column in table.c)
-    return select(model).from_statement(text(
-        f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset("
-        f"NULL::{target}, CAST(:rows AS json)) RETURNING {returned}").columns(*table.c))
-
-
-@lru_cache(maxsize=64)
-def _single_insert_returning(model: Any, columns: tuple[str, ...]) -> Any:
-    from sqlalchemy import bindparam
-
-    table = model.__table__
-    return select(model).from_statement(
-        table.insert().values({name: bindparam(name) for name in columns})
-        .returning(*table.c))
-
-
 # --- rows written at commit --------------------------------------------------------------
 
 _DEFERRED = "eoffice_deferred_rows"
@@ -299,23 +116,18 @@ def _insert_deferred(session: Session, tables: list[tuple[Any, list[dict[str, An
     """Every table's rows: on PostgreSQL one statement for all, elsewhere one executemany
     per table.
 
-    The PostgreSQL statement takes each table's rows as one JSON parameter, expanded by
-    json_populate_recordset, so its text depends only on the tables and columns: SQLAlchemy
-    compiles it once and PostgreSQL prepares it. An executemany per table cost a tenth of
-    the API's CPU per create-and-send (SQLAlchemy's insertmanyvalues renders a new
-    statement for each batch); a multi-row VALUES statement would be compiled every time.
+    The PostgreSQL statement takes each table's rows as one JSON parameter (eoffice.rows),
+    so its text depends only on the tables and columns. An executemany per table cost a
+    tenth of the API's CPU per create-and-send.
     """
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         for table, rows in tables:
             session.execute(table.insert(), rows)
         return
-    shapes = tuple((table, tuple(rows[0])) for table, rows in tables)
-    for (table, columns), (_, rows) in zip(shapes, tables, strict=True):
-        if any(tuple(row) != columns for row in rows):
-            raise ValueError(f"deferred rows of {table.name} differ in their columns")
+    shapes = tuple((table, same_columns(table, rows)) for table, rows in tables)
     statement = _recordset_insert(shapes, bind.dialect.identifier_preparer)
-    session.execute(statement, {f"rows_{position}": _json_rows(rows)
+    session.execute(statement, {f"rows_{position}": json_rows(rows)
                                 for position, (_, rows) in enumerate(tables)})
 
 
@@ -334,25 +146,10 @@ def _recordset_insert(shapes: tuple[tuple[Any, tuple[str, ...]], ...], quoting: 
         names = ", ".join(quoting.quote(name) for name in columns)
         target = quoting.format_table(table)
         inserts.append(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
-                       f"json_populate_recordset(NULL::{target}, CAST(:rows_{position} AS json))")
+                       f"{recordset(target, f'rows_{position}')}")
     ctes = ", ".join(f"deferred_{position} AS ({sql})"
                      for position, sql in enumerate(inserts[:-1]))
     return text(f"WITH {ctes} {inserts[-1]}" if ctes else inserts[-1])
-
-
-def _json_rows(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=_json_value, separators=(",", ":"))
-
-
-def _json_value(value: Any) -> Any:
-    # Timestamps are stored as naive UTC (models.UTCDateTime); dates as ISO dates.
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"cannot store {type(value).__name__} in a deferred row")
 
 
 @event.listens_for(Session, "after_transaction_end")

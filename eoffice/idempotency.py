@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from eoffice.db import insert_ignore
 from eoffice.errors import ValidationFailed
 from eoffice.models import IdempotencyKey, utcnow
+from eoffice.rows import insert_ignore
 
 
 def request_hash(body: Any) -> str:

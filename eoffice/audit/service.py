@@ -28,8 +28,9 @@ from sqlalchemy import event, text
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from eoffice.db import defer_insert, update_rows
+from eoffice.db import defer_insert
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
+from eoffice.rows import update_rows
 from eoffice.settings import get_settings
 
 GENESIS = "0" * 64

@@ -15,9 +15,9 @@ from typing import BinaryIO, Protocol
 
 from sqlmodel import Session
 
-from eoffice.db import insert_ignore
 from eoffice.errors import PayloadTooLarge, ServiceUnavailable
 from eoffice.models import Blob, utcnow
+from eoffice.rows import insert_ignore
 from eoffice.settings import get_settings
 
 CHUNK = 1024 * 1024

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
 from eoffice.blobs.service import store_upload
-from eoffice.db import defer_insert, insert_ignore, insert_rows
+from eoffice.db import defer_insert
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
@@ -26,6 +26,7 @@ from eoffice.models import (
     RegisterCounter,
     utcnow,
 )
+from eoffice.rows import insert_ignore, insert_rows
 from eoffice.settings import get_settings
 from eoffice.timeutil import local_now
 from eoffice.users.service import Principal

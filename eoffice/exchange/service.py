@@ -12,7 +12,6 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree, resolve_recipients
 from eoffice.audit.service import record
-from eoffice.db import insert_rows
 from eoffice.documents.service import (
     apply_metadata_changes,
     get_own,
@@ -24,6 +23,7 @@ from eoffice.documents.service import (
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document, User, utcnow
 from eoffice.outbox import enqueue
+from eoffice.rows import insert_rows
 from eoffice.settings import get_settings
 from eoffice.timeutil import local_date, local_midnight_utc, local_now, local_today
 from eoffice.users.service import Principal

@@ -49,7 +49,6 @@ from sqlmodel import Session, col, select
 
 from eoffice.audit.service import record
 from eoffice.blobs.service import copy_to, get_blob_store
-from eoffice.db import insert_ignore
 from eoffice.documents.service import get_own, issue_document, number_notation
 from eoffice.errors import (
     AppError,
@@ -71,6 +70,7 @@ from eoffice.models import (
     utcnow,
 )
 from eoffice.outbox import enqueue
+from eoffice.rows import insert_ignore
 from eoffice.settings import Settings, get_settings
 from eoffice.signing import engine
 from eoffice.signing.errors import OrderError, SigningError, WrongPassphraseError

@@ -32,7 +32,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import Select
 
-from eoffice.db import BEFORE_COMMIT_STEPS, insert_ignore_rows
+from eoffice.db import BEFORE_COMMIT_STEPS
 from eoffice.models import (
     Delivery,
     Document,
@@ -43,6 +43,7 @@ from eoffice.models import (
     VerificationReport,
     utcnow,
 )
+from eoffice.rows import insert_ignore_rows
 from eoffice.timeutil import local_date, next_working_day
 
 log = logging.getLogger(__name__)

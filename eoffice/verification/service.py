@@ -21,7 +21,6 @@ from asn1crypto import x509
 from sqlmodel import Session, col, select
 
 from eoffice.audit.service import record
-from eoffice.db import insert_rows
 from eoffice.documents.service import can_view
 from eoffice.errors import (
     Forbidden,
@@ -39,6 +38,7 @@ from eoffice.models import (
     VerificationReport,
     utcnow,
 )
+from eoffice.rows import insert_rows
 from eoffice.settings import get_settings
 from eoffice.trust import service as trust
 from eoffice.users.service import Principal

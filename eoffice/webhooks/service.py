@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.db import VersionedCache, insert_ignore
+from eoffice.db import VersionedCache
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import (
     Delivery,
@@ -39,6 +39,7 @@ from eoffice.models import (
     utcnow,
 )
 from eoffice.outbox import enqueue
+from eoffice.rows import insert_ignore
 from eoffice.settings import get_settings
 from eoffice.users.service import Principal
 

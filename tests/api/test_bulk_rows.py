@@ -1,4 +1,5 @@
-"""The bulk row helpers of eoffice.db write exactly what the ORM would, on both databases.
+"""The row helpers of eoffice.rows, and the rows deferred to commit, write exactly what
+the ORM would, on both databases.
 
 On PostgreSQL they send the rows as one JSON parameter expanded by json_populate_recordset;
 a timestamp shifted by a time zone, a JSON value turned into a string or rows out of order
@@ -26,8 +27,9 @@ def _agency_id() -> int:
 
 
 def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
-    from eoffice.db import insert_rows, new_session
+    from eoffice.db import new_session
     from eoffice.models import Document
+    from eoffice.rows import insert_rows
 
     sender = _agency_id()
     # An aware time in another zone: stored as naive UTC like the ORM stores it.
@@ -57,8 +59,9 @@ def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
 
 
 def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
-    from eoffice.db import insert_rows, new_session
+    from eoffice.db import new_session
     from eoffice.models import Document
+    from eoffice.rows import insert_rows
 
     sender = _agency_id()
     with new_session() as session, pytest.raises(ValueError, match="differ"):
@@ -67,8 +70,9 @@ def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
 
 
 def test_insert_ignore_rows_keeps_the_first_and_update_rows_changes_each(env: Env) -> None:
-    from eoffice.db import insert_ignore_rows, new_session, update_rows
+    from eoffice.db import new_session
     from eoffice.models import AuditEvent, Blob, utcnow
+    from eoffice.rows import insert_ignore_rows, update_rows
 
     now = utcnow()
     with new_session() as session:

@@ -1,0 +1,208 @@
+"""Rows written by Core statements built once, for the paths where the ORM's unit of work
+cost more than the writes (a send's rows, a worker batch's rows, idempotent inserts).
+
+On PostgreSQL the rows of a call travel as one JSON parameter expanded by
+json_populate_recordset: the statement's text depends only on the table and columns, so
+SQLAlchemy compiles it once and PostgreSQL prepares it, whatever the number of rows. A
+multi-row VALUES statement is compiled anew for every row count, and an executemany with
+RETURNING renders a new statement per batch (bench/request_cost.py, py-spy: a tenth of the
+API's CPU per send, a sixth of a worker's under load). Elsewhere (SQLite, the embedded
+default) the same calls run plain Core statements.
+
+Rows of one call must name the same columns; timestamps must be aware (stored as naive
+UTC, as models.UTCDateTime does).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam, literal_column, select, text
+from sqlmodel import Session
+
+T = TypeVar("T")
+
+
+def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was inserted."""
+    statement = _insert_ignore_statement(model.__table__, tuple(values),
+                                         session.get_bind().dialect.name)
+    return session.execute(statement, values).first() is not None
+
+
+def insert_ignore_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    """insert_ignore for many rows: one statement on PostgreSQL."""
+    if not rows:
+        return
+    table = model.__table__
+    columns = same_columns(table, rows)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        statement = _recordset_insert_ignore(table, columns, bind.dialect.identifier_preparer)
+        session.execute(statement, {"rows": json_rows(rows)})
+        return
+    for row in rows:
+        session.execute(_insert_ignore_statement(table, columns, bind.dialect.name), row)
+
+
+def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) -> list[T]:
+    """Insert rows of a table model and return them as persistent objects, in `rows` order.
+
+    For rows a request writes in bulk and reads back (the document, deliveries and events
+    of a send): one INSERT ... RETURNING whose rows the ORM loads as if queried, instead of
+    the unit of work's flush, which cost about three times the statement per object. The
+    model's field defaults are filled in here, as its constructor would.
+    """
+    if not rows:
+        return []
+    loadable: Any = model  # a class: hashable, whatever mypy makes of type[T]
+    full = [_with_defaults(loadable, row) for row in rows]
+    columns = same_columns(loadable.__table__, full)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        statement = _recordset_insert_returning(loadable, columns,
+                                                bind.dialect.identifier_preparer)
+        loaded = session.execute(statement, {"rows": json_rows(full)}).scalars().all()
+        # Serial ids follow the order of the rows (json_populate_recordset keeps it).
+        return sorted(loaded, key=lambda item: int(getattr(item, "id", 0)))
+    single = _single_insert_returning(loadable, columns)
+    return [session.execute(single, row).scalar_one() for row in full]
+
+
+def update_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    """UPDATE many rows by id, each with its own values: one statement on PostgreSQL (the
+    audit seal writes every new entry's place and hash; one UPDATE per entry cost
+    PostgreSQL a parse and an execution each), one executemany elsewhere."""
+    if not rows:
+        return
+    table = model.__table__
+    if any("id" not in row for row in rows):
+        raise ValueError(f"rows for {table.name} need their id")
+    columns = same_columns(table, rows, leave_out="id")
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        statement = _recordset_update(table, columns, bind.dialect.identifier_preparer)
+        session.execute(statement, {"rows": json_rows(rows)})
+        return
+    session.execute(_keyed_update(table, columns),
+                    [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}}
+                     for row in rows])
+
+
+def same_columns(table: Any, rows: list[dict[str, Any]], leave_out: str = ""
+                 ) -> tuple[str, ...]:
+    """The columns every row names (in the first row's order); ValueError if they differ."""
+    columns = tuple(name for name in rows[0] if name != leave_out)
+    if any(tuple(name for name in row if name != leave_out) != columns for row in rows):
+        raise ValueError(f"rows for {table.name} differ in their columns")
+    return columns
+
+
+def recordset(target: str, parameter: str) -> str:
+    """SQL for the rows of JSON parameter `parameter` typed as table `target`'s rows."""
+    return f"json_populate_recordset(NULL::{target}, CAST(:{parameter} AS json))"
+
+
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    # Timestamps are stored as naive UTC (models.UTCDateTime); dates as ISO dates.
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in a row")
+
+
+def _with_defaults(model: Any, row: dict[str, Any]) -> dict[str, Any]:
+    static, factories = _model_defaults(model)
+    return {**static, **{name: make() for name, make in factories.items()}, **row}
+
+
+@lru_cache(maxsize=64)
+def _model_defaults(model: Any) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """A table model's field defaults (the ORM's constructor applies them, Core does not);
+    an autoincrement key left out for the database to fill."""
+    from pydantic_core import PydanticUndefined
+
+    static: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
+    table = model.__table__
+    for name, field in model.model_fields.items():
+        column = table.c.get(name)
+        if column is None or (column.primary_key and column.autoincrement in (True, "auto")
+                              and field.default is None):
+            continue
+        if field.default_factory is not None:
+            factories[name] = field.default_factory
+        elif field.default is not PydanticUndefined:
+            static[name] = field.default
+    return static, factories
+
+
+# Statements are built once per table and columns: SQLAlchemy computes a new statement
+# object's cache key on every execution, and only once for one it has seen.
+
+@lru_cache(maxsize=64)
+def _insert_ignore_statement(table: Any, columns: tuple[str, ...], dialect: str) -> Any:
+    """On the table, not the model (an ORM-enabled INSERT goes through the ORM's bulk path).
+    rowcount is -1 under psycopg 3 when SQLAlchemy adds an implicit RETURNING, so the
+    statement returns a row instead: one comes back only if the INSERT really happened."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return (insert(table).values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing().returning(literal_column("1")))
+
+
+@lru_cache(maxsize=64)
+def _recordset_insert_ignore(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+    names = ", ".join(quoting.quote(name) for name in columns)
+    target = quoting.format_table(table)
+    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
+                f"{recordset(target, 'rows')} ON CONFLICT DO NOTHING")
+
+
+@lru_cache(maxsize=64)
+def _recordset_insert_returning(model: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+    table = model.__table__
+    names = ", ".join(quoting.quote(name) for name in columns)
+    target = quoting.format_table(table)
+    returned = ", ".join(quoting.quote(column.name) for column in table.c)
+    return select(model).from_statement(text(
+        f"INSERT INTO {target} ({names}) SELECT {names} FROM {recordset(target, 'rows')} "
+        f"RETURNING {returned}").columns(*table.c))
+
+
+@lru_cache(maxsize=64)
+def _single_insert_returning(model: Any, columns: tuple[str, ...]) -> Any:
+    table = model.__table__
+    return select(model).from_statement(
+        table.insert().values({name: bindparam(name) for name in columns})
+        .returning(*table.c))
+
+
+@lru_cache(maxsize=16)
+def _recordset_update(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+    target = quoting.format_table(table)
+    assignments = ", ".join(f"{quoting.quote(c)} = changed.{quoting.quote(c)}"
+                            for c in columns)
+    return text(f"UPDATE {target} SET {assignments} FROM {recordset(target, 'rows')} "
+                f"AS changed WHERE {target}.id = changed.id")
+
+
+@lru_cache(maxsize=16)
+def _keyed_update(table: Any, columns: tuple[str, ...]) -> Any:
+    from sqlalchemy import update
+
+    return (update(table).where(table.c.id == bindparam("row_id"))
+            .values({c: bindparam(f"new_{c}") for c in columns}))
