@@ -138,13 +138,24 @@ def test_worker_killed_mid_fan_out_loses_and_duplicates_nothing(
             assert sent.headers["X-Request-ID"] == request_id
             assert len(sent.json()["deliveries"]) == 100
 
-            worker.start()
-            wait_for(lambda: fan_out_in_progress(pg_env), timeout=40, interval=0.005,
-                     message="the fan-out to start")
-            children = worker.children()
-            assert children, "prefork pool processes"
-            for pid in children:
-                os.kill(pid, signal.SIGKILL)
+            # Hold the fan-out inside its transaction: it has locked and updated the
+            # deliveries when it comes to write their events, and waits there for this
+            # lock. Catching a fan-out that runs freely depends on timing it no longer
+            # gives (it takes milliseconds).
+            blocker = create_engine(pg_env.database_url).connect()
+            blocker.execute(text("LOCK TABLE delivery_events IN SHARE MODE"))
+            try:
+                worker.start()
+                wait_for(lambda: fan_out_in_progress(pg_env), timeout=40, interval=0.005,
+                         message="the fan-out to start")
+                children = worker.children()
+                assert children, "prefork pool processes"
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+            finally:
+                blocker.rollback()
+                blocker.close()
+                blocker.engine.dispose()
             killed_at = delivery_counts(pg_env, [document["id"]])
             # The transaction died with the process: nothing half-delivered is visible.
             assert killed_at["delivered"] in (0, 100)
