@@ -73,31 +73,34 @@ def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) ->
     return [session.execute(single, row).scalar_one() for row in full]
 
 
-def update_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE many rows by id, each with its own values: one statement on PostgreSQL (the
-    audit seal writes every new entry's place and hash; one UPDATE per entry cost
-    PostgreSQL a parse and an execution each), one executemany elsewhere."""
+def update_rows(session: Session, model: Any, rows: list[dict[str, Any]],
+                key: tuple[str, ...] = ("id",)) -> None:
+    """UPDATE many rows by their `key` columns, each with its own values: one statement on
+    PostgreSQL (the audit seal writes every new entry's place and hash, the statistics a
+    batch's items; one UPDATE per row cost PostgreSQL a parse and an execution each), one
+    executemany elsewhere."""
     if not rows:
         return
     table = model.__table__
-    if any("id" not in row for row in rows):
-        raise ValueError(f"rows for {table.name} need their id")
-    columns = same_columns(table, rows, leave_out="id")
+    if any(name not in row for row in rows for name in key):
+        raise ValueError(f"rows for {table.name} need {', '.join(key)}")
+    columns = same_columns(table, rows, leave_out=key)
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        statement = _recordset_update(table, columns, bind.dialect.identifier_preparer)
+        statement = _recordset_update(table, columns, key, bind.dialect.identifier_preparer)
         session.execute(statement, {"rows": json_rows(rows)})
         return
-    session.execute(_keyed_update(table, columns),
-                    [{"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}}
-                     for row in rows])
+    session.execute(_keyed_update(table, columns, key),
+                    [{**{f"key_{k}": row[k] for k in key},
+                      **{f"new_{c}": row[c] for c in columns}} for row in rows])
 
 
-def same_columns(table: Any, rows: list[dict[str, Any]], leave_out: str = ""
+def same_columns(table: Any, rows: list[dict[str, Any]], leave_out: tuple[str, ...] = ()
                  ) -> tuple[str, ...]:
-    """The columns every row names (in the first row's order); ValueError if they differ."""
-    columns = tuple(name for name in rows[0] if name != leave_out)
-    if any(tuple(name for name in row if name != leave_out) != columns for row in rows):
+    """The columns every row names (in the first row's order, but `leave_out`); ValueError
+    if they differ."""
+    columns = tuple(name for name in rows[0] if name not in leave_out)
+    if any(tuple(name for name in row if name not in leave_out) != columns for row in rows):
         raise ValueError(f"rows for {table.name} differ in their columns")
     return columns
 
@@ -192,17 +195,19 @@ def _single_insert_returning(model: Any, columns: tuple[str, ...]) -> Any:
 
 
 @lru_cache(maxsize=16)
-def _recordset_update(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
+def _recordset_update(table: Any, columns: tuple[str, ...], key: tuple[str, ...],
+                      quoting: Any) -> Any:
+    q = quoting.quote
     target = quoting.format_table(table)
-    assignments = ", ".join(f"{quoting.quote(c)} = changed.{quoting.quote(c)}"
-                            for c in columns)
+    assignments = ", ".join(f"{q(c)} = changed.{q(c)}" for c in columns)
+    match = " AND ".join(f"{target}.{q(k)} = changed.{q(k)}" for k in key)
     return text(f"UPDATE {target} SET {assignments} FROM {recordset(target, 'rows')} "
-                f"AS changed WHERE {target}.id = changed.id")
+                f"AS changed WHERE {match}")
 
 
 @lru_cache(maxsize=16)
-def _keyed_update(table: Any, columns: tuple[str, ...]) -> Any:
-    from sqlalchemy import update
+def _keyed_update(table: Any, columns: tuple[str, ...], key: tuple[str, ...]) -> Any:
+    from sqlalchemy import and_, update
 
-    return (update(table).where(table.c.id == bindparam("row_id"))
+    return (update(table).where(and_(*(table.c[k] == bindparam(f"key_{k}") for k in key)))
             .values({c: bindparam(f"new_{c}") for c in columns}))

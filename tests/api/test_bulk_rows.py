@@ -125,3 +125,21 @@ def test_deferred_rows_are_written_in_order_with_their_values(env: Env) -> None:
     assert [r.object_id for r in rows] == [str(i) for i in range(5)]
     assert [r.data for r in rows] == [{"i": i, "when": f"2026-01-0{i + 1}"} for i in range(5)]
     assert all(r.at.tzinfo is not None for r in rows)
+
+
+def test_update_rows_by_a_composite_key(env: Env) -> None:
+    from eoffice.db import new_session
+    from eoffice.models import StatsItem
+    from eoffice.rows import insert_ignore_rows, update_rows
+
+    base = {"agency_id": 0, "day": date(1970, 1, 1), "direction": "", "electronic": 0}
+    with new_session() as session:
+        insert_ignore_rows(session, StatsItem, [{"kind": kind, "ref_id": 7, **base}
+                                                for kind in ("doc", "dlv")])
+        update_rows(session, StatsItem, [{"kind": "dlv", "ref_id": 7, "electronic": 1,
+                                          "day": date(2026, 5, 4)}], key=("kind", "ref_id"))
+        session.commit()
+    with new_session() as session:
+        items = {i.kind: (i.electronic, i.day) for i in session.exec(
+            select(StatsItem).where(StatsItem.ref_id == 7)).all()}
+    assert items == {"doc": (0, date(1970, 1, 1)), "dlv": (1, date(2026, 5, 4))}
