@@ -99,6 +99,11 @@ def same_columns(table: Any, rows: list[dict[str, Any]], leave_out: tuple[str, .
                  ) -> tuple[str, ...]:
     """The columns every row names (in the first row's order, but `leave_out`); ValueError
     if they differ."""
+    if not leave_out:  # the common case, without a filter per name
+        columns = tuple(rows[0])
+        if any(tuple(row) != columns for row in rows[1:]):
+            raise ValueError(f"rows for {table.name} differ in their columns")
+        return columns
     columns = tuple(name for name in rows[0] if name not in leave_out)
     if any(tuple(name for name in row if name not in leave_out) != columns for row in rows):
         raise ValueError(f"rows for {table.name} differ in their columns")
