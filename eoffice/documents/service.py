@@ -285,7 +285,11 @@ def _number_and_update(columns: tuple[str, ...]) -> Any:
         "AND year = :counter_year RETURNING last_number) "
         f"UPDATE documents SET {assignments}, code_number = CASE WHEN taken.last_number < 10 "
         "THEN '0' || taken.last_number::text ELSE taken.last_number::text END "
-        "FROM taken WHERE documents.id = :document_id RETURNING taken.last_number")
+        "FROM taken WHERE documents.id = :document_id RETURNING taken.last_number"
+    ).bindparams(
+        # The columns' own types: an untyped aware datetime would reach PostgreSQL as a
+        # timestamptz and be stored in the server's time zone, not as UTC (UTCDateTime).
+        *(bindparam(f"new_{name}", type_=_documents.c[name].type) for name in columns))
 
 
 def _record_issued(session: Session, principal: Principal, document: Document) -> None:

@@ -161,9 +161,9 @@ def test_small_sends_are_delivered_in_the_request(env: Env, as_user: Clients,
 
 @pytest.mark.parametrize("env", ["postgres"], indirect=True)
 def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
-    """What one create-and-send costs PostgreSQL: each statement costs the app about a
-    millisecond, so a change that adds one should be a decision, not an accident (an
-    autoflush splitting the document's UPDATE in two went unnoticed once)."""
+    """What one create-and-send costs PostgreSQL: each statement costs the app a tenth of a
+    millisecond or more, so a change that adds one should be a decision, not an accident
+    (an autoflush splitting the document's UPDATE in two went unnoticed once)."""
     from sqlalchemy import event
 
     from eoffice.db import get_engine, new_session
@@ -236,3 +236,40 @@ def test_register_numbers_print_alike_on_every_path(env: Env, as_user: Clients) 
         issued = as_user.client.post(f"/api/v1/documents/{draft['id']}/issue",
                                      headers=as_user.headers(CLERK))
         assert issued.json()["code_number"] == format_number(last + 2)
+
+
+@pytest.mark.parametrize("env", ["postgres"], indirect=True)
+def test_times_are_stored_in_utc_whatever_the_servers_time_zone(env: Env,
+                                                                 as_user: Clients) -> None:
+    """A server set to Vietnam's time zone (likely in a province's data centre) must not
+    shift the times a send writes: the columns hold naive UTC, whichever statement
+    writes them (ORM, Core, or the numbering statement's text)."""
+    from sqlalchemy import event
+
+    from eoffice.db import get_engine, new_session
+    from eoffice.models import Delivery, Document, utcnow
+
+    engine = get_engine()
+
+    def vietnam(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("SET TIME ZONE 'Asia/Ho_Chi_Minh'")
+        dbapi_connection.commit()
+
+    engine.dispose()
+    event.listen(engine, "connect", vietnam)
+    try:
+        before = utcnow()
+        sent = _create(as_user, CLERK, json.dumps([env.user("clerk.vuthu")["agency_code"]]))
+        after = utcnow()
+    finally:
+        event.remove(engine, "connect", vietnam)
+        engine.dispose()
+    assert sent.status_code == 201, sent.text
+    with new_session() as session:
+        document = session.get(Document, sent.json()["id"])
+        assert document is not None
+        delivery = session.exec(select(Delivery).where(
+            Delivery.document_id == document.id)).one()
+        for stored in (document.created_at, document.issued_at, document.sent_at,
+                       document.updated_at, delivery.delivered_at):
+            assert stored is not None and before <= stored <= after, (stored, before, after)
