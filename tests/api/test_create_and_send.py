@@ -247,7 +247,7 @@ def test_times_are_stored_in_utc_whatever_the_servers_time_zone(env: Env,
     from sqlalchemy import event
 
     from eoffice.db import get_engine, new_session
-    from eoffice.models import Delivery, Document, utcnow
+    from eoffice.models import AuditEvent, Delivery, Document, DocumentRevision, utcnow
 
     engine = get_engine()
 
@@ -270,6 +270,10 @@ def test_times_are_stored_in_utc_whatever_the_servers_time_zone(env: Env,
         assert document is not None
         delivery = session.exec(select(Delivery).where(
             Delivery.document_id == document.id)).one()
+        audit = session.exec(select(AuditEvent.at).where(
+            AuditEvent.object_id == str(document.id))).all()
+        revision = session.exec(select(DocumentRevision.created_at).where(
+            DocumentRevision.document_id == document.id)).one()
         for stored in (document.created_at, document.issued_at, document.sent_at,
-                       document.updated_at, delivery.delivered_at):
+                       document.updated_at, delivery.delivered_at, revision, *audit):
             assert stored is not None and before <= stored <= after, (stored, before, after)
