@@ -229,11 +229,11 @@ def issue_and_mark_sent(session: Session, principal: Principal, document: Docume
         statement = _number_and_update(tuple(values))
         params = {**key, "document_id": document.id,
                   **{f"new_{name}": value for name, value in values.items()}}
-        number = session.execute(statement, params).scalar_one_or_none()
-        if number is None:  # the register's first number this year: create its counter
+        printed = session.execute(statement, params).scalar_one()
+        if printed is None:  # the register's first number this year: create its counter
             _create_counter(session, key)
-            number = session.execute(statement, params).scalar_one()
-        values["code_number"] = format_number(int(number))
+            printed = session.execute(statement, params).scalar_one()
+        values["code_number"] = printed
     else:
         values["code_number"] = format_number(next_number(
             session, key["counter_agency"], key["counter_register"], key["counter_year"]))
@@ -273,23 +273,21 @@ _documents = Document.__table__  # type: ignore[attr-defined]
 
 @lru_cache(maxsize=8)
 def _number_and_update(columns: tuple[str, ...]) -> Any:
-    """PostgreSQL: take the register's next number (the counter's UPDATE in a CTE) and
-    write it, formatted as format_number does, with `columns` into the document; returns
-    the number, or no row when the counter does not exist yet."""
-    from sqlalchemy import text
+    """PostgreSQL: _TAKE_NUMBER as a CTE, and an UPDATE of the document that writes the
+    number (formatted as format_number does) with `columns`; returns the printed number,
+    None when the counter does not exist yet. Values bind with the columns' types
+    (UTCDateTime stores naive UTC whatever the server's time zone)."""
+    from sqlalchemy import String, case, cast, literal, select
 
-    assignments = ", ".join(f"{name} = :new_{name}" for name in columns)
-    return text(
-        "WITH taken AS (UPDATE register_counters SET last_number = last_number + 1 "
-        "WHERE agency_id = :counter_agency AND register_name = :counter_register "
-        "AND year = :counter_year RETURNING last_number) "
-        f"UPDATE documents SET {assignments}, code_number = CASE WHEN taken.last_number < 10 "
-        "THEN '0' || taken.last_number::text ELSE taken.last_number::text END "
-        "FROM taken WHERE documents.id = :document_id RETURNING taken.last_number"
-    ).bindparams(
-        # The columns' own types: an untyped aware datetime would reach PostgreSQL as a
-        # timestamptz and be stored in the server's time zone, not as UTC (UTCDateTime).
-        *(bindparam(f"new_{name}", type_=_documents.c[name].type) for name in columns))
+    taken = _TAKE_NUMBER.cte("taken")
+    number = cast(taken.c.last_number, String)
+    printed = select(case((taken.c.last_number < 10, literal("0") + number), else_=number)
+                     ).scalar_subquery()
+    return (update(_documents)
+            .where(_documents.c.id == bindparam("document_id"))
+            .values({**{name: bindparam(f"new_{name}") for name in columns},
+                     "code_number": printed})
+            .returning(_documents.c.code_number))
 
 
 def _record_issued(session: Session, principal: Principal, document: Document) -> None:
