@@ -21,7 +21,8 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, literal_column, select, text
+from sqlalchemy import bindparam, literal_column, text
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
 T = TypeVar("T")
@@ -52,25 +53,65 @@ def insert_ignore_rows(session: Session, model: Any, rows: list[dict[str, Any]])
 def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) -> list[T]:
     """Insert rows of a table model and return them as persistent objects, in `rows` order.
 
-    For rows a request writes in bulk and reads back (the document, deliveries and events
-    of a send): one INSERT ... RETURNING whose rows the ORM loads as if queried, instead of
-    the unit of work's flush, which cost about three times the statement per object. The
-    model's field defaults are filled in here, as its constructor would.
+    For rows a request writes in bulk and keeps using (the document, deliveries and events
+    of a send): one INSERT whose RETURNING brings back only what the database filled in
+    (the serial key). The objects are then made from the values written, as the ORM makes
+    a loaded row's object, and attached to the session as clean: the unit of work's flush
+    cost about three times the statement per object, and loading every column back as a
+    query (the ORM's row processors, psycopg's column descriptions) as much again for a
+    document (bench/request_cost.py). The model's field defaults are filled in here, as its
+    constructor would; timestamps are held in UTC, as a read gives them.
     """
     if not rows:
         return []
     loadable: Any = model  # a class: hashable, whatever mypy makes of type[T]
     full = [_with_defaults(loadable, row) for row in rows]
-    columns = same_columns(loadable.__table__, full)
+    table = loadable.__table__
+    columns = same_columns(table, full)
+    key, returned = _returned_columns(table, columns)
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        statement = _recordset_insert_returning(loadable, columns,
+        statement = _recordset_insert_returning(table, columns, returned,
                                                 bind.dialect.identifier_preparer)
-        loaded = session.execute(statement, {"rows": json_rows(full)}).scalars().all()
-        # Serial ids follow the order of the rows (json_populate_recordset keeps it).
-        return sorted(loaded, key=lambda item: int(getattr(item, "id", 0)))
-    single = _single_insert_returning(loadable, columns)
-    return [session.execute(single, row).scalar_one() for row in full]
+        filled = session.execute(statement, {"rows": json_rows(full)}).all()
+    else:
+        single = _single_insert_returning(table, columns, returned)
+        filled = [session.execute(single, row).one() for row in full]
+    if key in columns:  # keys given: match the returned rows by them
+        by_key = {row[0]: row for row in filled}
+        filled = [by_key[row[key]] for row in full]
+    else:
+        # Serial keys follow the order of the rows (json_populate_recordset keeps it).
+        filled = sorted(filled, key=lambda row: int(row[0]))
+    return [_persistent(session, loadable, row, dict(zip(returned, written, strict=True)))
+            for row, written in zip(full, filled, strict=True)]
+
+
+def _persistent(session: Session, model: Any, values: dict[str, Any],
+                filled: dict[str, Any]) -> Any:
+    """A clean persistent object of `model` holding `values`: made as the ORM makes a
+    loaded row's object (the class manager's new instance, its state's dict filled in),
+    not by the model's constructor, which validates and records every attribute as a
+    change (SQLModel's: 65 us for a document)."""
+    instance = model._sa_class_manager.new_instance()
+    state = instance.__dict__
+    for name, value in values.items():
+        state[name] = (value.astimezone(UTC) if isinstance(value, datetime) else value)
+    state.update(filled)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
+@lru_cache(maxsize=64)
+def _returned_columns(table: Any, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The table's key and what an INSERT of `columns` returns: the key first, then the
+    columns left for the database to fill."""
+    keys = [column.name for column in table.primary_key]
+    if len(keys) != 1:
+        raise ValueError(f"insert_rows needs a one-column key ({table.name})")
+    return keys[0], (keys[0], *(column.name for column in table.c
+                                if column.name not in columns and column.name != keys[0]))
 
 
 def update_rows(session: Session, model: Any, rows: list[dict[str, Any]],
@@ -181,22 +222,21 @@ def _recordset_insert_ignore(table: Any, columns: tuple[str, ...], quoting: Any)
 
 
 @lru_cache(maxsize=64)
-def _recordset_insert_returning(model: Any, columns: tuple[str, ...], quoting: Any) -> Any:
-    table = model.__table__
+def _recordset_insert_returning(table: Any, columns: tuple[str, ...],
+                                returned: tuple[str, ...], quoting: Any) -> Any:
     names = ", ".join(quoting.quote(name) for name in columns)
     target = quoting.format_table(table)
-    returned = ", ".join(quoting.quote(column.name) for column in table.c)
-    return select(model).from_statement(text(
-        f"INSERT INTO {target} ({names}) SELECT {names} FROM {recordset(target, 'rows')} "
-        f"RETURNING {returned}").columns(*table.c))
+    back = ", ".join(quoting.quote(name) for name in returned)
+    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
+                f"{recordset(target, 'rows')} RETURNING {back}").columns(
+        *(table.c[name] for name in returned))
 
 
 @lru_cache(maxsize=64)
-def _single_insert_returning(model: Any, columns: tuple[str, ...]) -> Any:
-    table = model.__table__
-    return select(model).from_statement(
-        table.insert().values({name: bindparam(name) for name in columns})
-        .returning(*table.c))
+def _single_insert_returning(table: Any, columns: tuple[str, ...],
+                             returned: tuple[str, ...]) -> Any:
+    return (table.insert().values({name: bindparam(name) for name in columns})
+            .returning(*(table.c[name] for name in returned)))
 
 
 @lru_cache(maxsize=16)

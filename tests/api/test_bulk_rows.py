@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import inspect
 from sqlmodel import select
 
 from tests.conftest import Env
@@ -40,14 +41,22 @@ def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
               for i in range(3)]
     with new_session() as session:
         written = insert_rows(session, Document, values)
+        # Attached as clean persistent objects: nothing left for a flush to write.
+        assert all(inspect(d).persistent for d in written)
+        assert not session.dirty and not session.new
         session.commit()
         ids = [d.id for d in written]
     assert ids == sorted(ids) and [d.page_amount for d in written] == [0, 1, 2]
-    # What the call returned is what a fresh read finds.
+    # What the call returned is what a fresh read finds, column by column (the objects
+    # are made from the values written, not read back).
+    columns = [column.name for column in Document.__table__.c]
     with new_session() as session:
         for document, expected in zip(written, values, strict=True):
             fresh = session.get(Document, document.id)
             assert fresh is not None
+            assert ({c: getattr(document, c) for c in columns}
+                    == {c: getattr(fresh, c) for c in columns})
+            assert document.issued_at is not None and document.issued_at.tzinfo == UTC
             assert fresh.subject == expected["subject"] == document.subject
             assert fresh.due_date == date(2026, 12, 31)
             assert fresh.to_places == ["Như trên", "Lưu: VT"]
@@ -67,6 +76,28 @@ def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
     with new_session() as session, pytest.raises(ValueError, match="differ"):
         insert_rows(session, Document, [{"sender_id": sender, "subject": "a"},
                                         {"sender_id": sender, "page_amount": 2}])
+
+
+def test_insert_rows_with_given_keys_and_later_changes(env: Env) -> None:
+    """Rows whose key the caller gives come back in the caller's order whatever order the
+    database returns them in; a returned object changed afterwards is written by the
+    unit of work like any loaded one."""
+    from eoffice.db import new_session
+    from eoffice.models import Blob
+    from eoffice.rows import insert_rows
+
+    keys = ["f" * 64, "0" * 64, "a" * 64]
+    with new_session() as session:
+        written = insert_rows(session, Blob, [{"sha256": key, "size": n}
+                                              for n, key in enumerate(keys)])
+        assert [(b.sha256, b.size) for b in written] == [(key, n) for n, key in enumerate(keys)]
+        written[1].size = 99
+        assert list(session.dirty) == [written[1]]
+        session.commit()
+    with new_session() as session:
+        sizes = {b.sha256: b.size for b in session.exec(
+            select(Blob).where(Blob.sha256.in_(keys))).all()}  # type: ignore[attr-defined]
+    assert sizes == {keys[0]: 0, keys[1]: 99, keys[2]: 2}
 
 
 def test_insert_ignore_rows_keeps_the_first_and_update_rows_changes_each(env: Env) -> None:
