@@ -1,9 +1,10 @@
-"""FastAPI dependencies: the request boundary (the one place that commits) and the caller."""
+"""FastAPI dependencies: the request boundary (the one place that commits) and the caller,
+as SessionDep + CurrentPrincipal or, on the exchange's per-document calls, as one UnitOfWork."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -15,6 +16,8 @@ from sqlmodel import Session
 from eoffice.db import new_session
 from eoffice.errors import ServiceUnavailable, Unauthenticated
 from eoffice.users.service import Principal, principal_from_token
+
+T = TypeVar("T")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -80,3 +83,48 @@ def get_principal(request: Request, session: SessionDep,
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+class UnitOfWork:
+    """The request boundary as one unit in one worker thread: open a session, resolve the
+    caller, do the work, commit (or roll back, 503 if the database is gone), close.
+
+    For the calls agency systems make per document (create and send, send, status, inbox).
+    Through SessionDep and CurrentPrincipal a synchronous handler costs three hops to a
+    worker thread (the caller, the handler, the commit), each an anyio task switch on the
+    event loop and a wake-up of a thread competing for the interpreter lock; an async
+    handler awaiting one unit does one. bench/routing.py, runs alternating with the
+    previous commit: API CPU per sent document 4.75 and 5.07 ms -> 3.65 and 4.29 ms.
+    """
+
+    def __init__(self, request: Request, credential: str) -> None:
+        self.request = request
+        self.credential = credential
+
+    async def __call__(self, work: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(self._run, work, args)
+
+    def _run(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        session = new_session()
+        try:
+            principal = principal_from_token(session, self.credential)
+            self.request.state.principal = principal
+            result = work(session, principal, *args)
+        except BaseException as exc:
+            _discard(session)
+            if isinstance(exc, OperationalError):
+                raise _database_unavailable() from exc
+            raise
+        _commit(session)
+        return result
+
+
+async def get_unit_of_work(request: Request,
+                           token: Annotated[str | None, Depends(oauth2_scheme)]) -> UnitOfWork:
+    credential = request.headers.get("x-api-key") or token
+    if not credential:
+        raise Unauthenticated("sign in first", detail_vi="Vui lòng đăng nhập")
+    return UnitOfWork(request, credential)
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]

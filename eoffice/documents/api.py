@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from eoffice import idempotency
 from eoffice.agencies.service import AgencyTree
 from eoffice.blobs.service import get_blob_store
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, SessionDep, UnitOfWorkDep
 from eoffice.documents import service
 from eoffice.documents.schemas import DocumentMetadata, DocumentOut, SendRequest
 from eoffice.errors import NotFound, ValidationFailed, from_pydantic
@@ -132,21 +132,33 @@ def _upload_digest(upload: UploadFile | None) -> str:
 
 @router.post("/documents", status_code=201, response_model=DocumentOut,
              responses={201: {"description": "the document (sent if recipients were given)"}})
-def create_document(session: SessionDep, principal: CurrentPrincipal,
-                    metadata: Annotated[str, Form(description="edXML metadata as JSON")],
-                    file: Annotated[UploadFile, File(description="the main PDF")],
-                    attachments: Annotated[list[UploadFile] | None, File()] = None,
-                    recipients: Annotated[str | None, Form(
-                        description="send at once (issue + send in this request): agency "
-                                    "codes or groups, as a JSON list or comma-separated")] = None,
-                    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")]
-                    = None) -> JSONResponse:
+async def create_document(unit: UnitOfWorkDep,
+                          metadata: Annotated[str, Form(description="edXML metadata as JSON")],
+                          file: Annotated[UploadFile, File(description="the main PDF")],
+                          attachments: Annotated[list[UploadFile] | None, File()] = None,
+                          recipients: Annotated[str | None, Form(
+                              description="send at once (issue + send in this request): "
+                                          "agency codes or groups, as a JSON list or "
+                                          "comma-separated")] = None,
+                          idempotency_key: Annotated[str | None, Header(
+                              alias="Idempotency-Key")] = None) -> JSONResponse:
     """A draft with its main PDF and attachments; with `recipients`, issued and sent too.
 
     One request per document is what agency systems need (as DHX's sendDocument): it halves
     their round trips and the server's work per document (bench/routing.py).
     """
     targets = parse_recipients(recipients)
+    result, replayed = await unit(_create_document, metadata, file, attachments, targets,
+                                  idempotency_key)
+    if replayed is not None:
+        return JSONResponse(result, status_code=replayed,
+                            headers={"Idempotent-Replayed": "true"})
+    return JSONResponse(result, status_code=201)
+
+
+def _create_document(session: Session, principal: Principal, metadata: str, file: UploadFile,
+                     attachments: list[UploadFile] | None, targets: list[str] | None,
+                     idempotency_key: str | None) -> tuple[Any, int | None]:
     if idempotency_key is not None:
         body_hash = idempotency.request_hash({
             "metadata": metadata, "recipients": targets, "file": _upload_digest(file),
@@ -154,8 +166,7 @@ def create_document(session: SessionDep, principal: CurrentPrincipal,
         stored = idempotency.claim(session, principal.key, "create", idempotency_key,
                                    body_hash)
         if stored is not None:
-            return JSONResponse(stored.response, status_code=stored.status_code or 201,
-                                headers={"Idempotent-Replayed": "true"})
+            return stored.response, stored.status_code or 201
     document = create_from_form(session, principal, metadata, file, attachments)
     # A new draft has no deliveries until this request sends it.
     deliveries: list[Delivery] = []
@@ -167,7 +178,7 @@ def create_document(session: SessionDep, principal: CurrentPrincipal,
                           **service.written_parts(session, document))
     if idempotency_key is not None:
         idempotency.store(session, principal.key, "create", idempotency_key, 201, result)
-    return JSONResponse(result, status_code=201)
+    return result, None
 
 
 @router.get("/documents/{document_id}")

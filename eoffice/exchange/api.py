@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from eoffice import idempotency
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, SessionDep, UnitOfWorkDep
 from eoffice.documents.api import create_from_form, document_out
 from eoffice.documents.schemas import (
     ForwardRequest,
@@ -24,6 +24,7 @@ from eoffice.documents.service import get_own, get_visible
 from eoffice.errors import NotFound, ValidationFailed
 from eoffice.exchange import service
 from eoffice.models import Agency, Delivery, Document
+from eoffice.users.service import Principal
 
 router = APIRouter(tags=["exchange"])
 
@@ -32,7 +33,7 @@ PageOffset = Annotated[int, Query(ge=0, le=10_000_000)]
 StatusFilter = Annotated[str | None, Query(pattern=r"^\d{2}$")]
 
 
-def _deliveries(session: SessionDep, document: Document) -> list[dict[str, Any]]:
+def _deliveries(session: Session, document: Document) -> list[dict[str, Any]]:
     rows = session.exec(select(Delivery, Agency).join(Agency, col(Agency.id) ==
                                                       Delivery.recipient_id)
                         .where(Delivery.document_id == document.id)
@@ -41,26 +42,34 @@ def _deliveries(session: SessionDep, document: Document) -> list[dict[str, Any]]
 
 
 @router.post("/documents/{document_id}/send", status_code=202)
-def send(document_id: int, body: SendRequest, session: SessionDep, principal: CurrentPrincipal,
-         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
-         ) -> JSONResponse:
+async def send(document_id: int, body: SendRequest, unit: UnitOfWorkDep,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+               ) -> JSONResponse:
     """Send to agencies and/or groups: one delivery per receiver, placed in the inboxes by
     this request for a few receivers (`inline_delivery_max`), by a worker for more."""
+    result, replayed = await unit(_send, document_id, body, idempotency_key)
+    if replayed is not None:
+        return JSONResponse(result, status_code=replayed,
+                            headers={"Idempotent-Replayed": "true"})
+    return JSONResponse(result, status_code=202)
+
+
+def _send(session: Session, principal: Principal, document_id: int, body: SendRequest,
+          idempotency_key: str | None) -> tuple[Any, int | None]:
     endpoint = f"send:{document_id}"
     if idempotency_key is not None:
         stored = idempotency.claim(session, principal.key, endpoint, idempotency_key,
                                    idempotency.request_hash(body.model_dump()))
         if stored is not None:
-            return JSONResponse(stored.response, status_code=stored.status_code or 202,
-                                headers={"Idempotent-Replayed": "true"})
+            return stored.response, stored.status_code or 202
     document = get_own(session, principal, document_id)
     service.send_document(session, principal, document, body.recipients)
-    result = {"document_id": document.id, "code_number": document.code_number,
-              "code_notation": document.code_notation,
-              "deliveries": _deliveries(session, document)}
+    result = _jsonable({"document_id": document.id, "code_number": document.code_number,
+                        "code_notation": document.code_notation,
+                        "deliveries": _deliveries(session, document)})
     if idempotency_key is not None:
         idempotency.store(session, principal.key, endpoint, idempotency_key, 202, result)
-    return JSONResponse(_jsonable(result), status_code=202)
+    return result, None
 
 
 def _jsonable(value: Any) -> Any:
@@ -70,21 +79,26 @@ def _jsonable(value: Any) -> Any:
 
 
 @router.get("/inbox", response_model=Page)
-def inbox(session: SessionDep, principal: CurrentPrincipal, status: StatusFilter = None,
-          overdue: bool | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
-          limit: PageLimit = 50, offset: PageOffset = 0, urgent: bool = False,
-          unread: bool = False, arrived_from: date | None = None,
-          arrived_to: date | None = None,
-          sender: Annotated[str | None, Query(max_length=35)] = None) -> Page:
+async def inbox(unit: UnitOfWorkDep, status: StatusFilter = None,
+                overdue: bool | None = None,
+                q: Annotated[str | None, Query(max_length=200)] = None,
+                limit: PageLimit = 50, offset: PageOffset = 0, urgent: bool = False,
+                unread: bool = False, arrived_from: date | None = None,
+                arrived_to: date | None = None,
+                sender: Annotated[str | None, Query(max_length=35)] = None) -> Page:
     """What arrived: filter by status, overdue, urgency, unread, arrival dates, sender, text."""
     if arrived_from and arrived_to and arrived_from > arrived_to:
         raise ValidationFailed("arrived_from is after arrived_to", field="arrived_from",
                                detail_vi="Khoảng ngày không hợp lệ")
-    items, total = service.inbox(session, principal, status=status, overdue=overdue, q=q,
-                                 limit=limit, offset=offset, urgent=urgent, unread=unread,
-                                 arrived_from=arrived_from, arrived_to=arrived_to,
-                                 sender=sender)
-    return Page(items=_jsonable(items), total=total)
+
+    def page(session: Session, principal: Principal) -> Page:
+        items, total = service.inbox(session, principal, status=status, overdue=overdue, q=q,
+                                     limit=limit, offset=offset, urgent=urgent,
+                                     unread=unread, arrived_from=arrived_from,
+                                     arrived_to=arrived_to, sender=sender)
+        return Page(items=_jsonable(items), total=total)
+
+    return await unit(page)
 
 
 @router.get("/outbox", response_model=Page)
@@ -114,15 +128,20 @@ def get_delivery(delivery_id: int, session: SessionDep,
 
 
 @router.post("/deliveries/{delivery_id}/status")
-def change_status(delivery_id: int, body: StatusChange, session: SessionDep,
-                  principal: CurrentPrincipal) -> dict[str, Any]:
+async def change_status(delivery_id: int, body: StatusChange,
+                        unit: UnitOfWorkDep) -> dict[str, Any]:
     """edXML business status: 02/03/04/05/06 and 15/16 by the receiver, 13 by the sender."""
+    return await unit(_change_status, delivery_id, body)
+
+
+def _change_status(session: Session, principal: Principal, delivery_id: int,
+                   body: StatusChange) -> dict[str, Any]:
     delivery = service.change_status(session, principal, delivery_id, body.code, body.reason,
                                      body.assignee)
     document = session.get(Document, delivery.document_id)
     agency = session.get(Agency, delivery.recipient_id)
     assert document is not None and agency is not None
-    return _jsonable(service.delivery_out(delivery, document, agency))
+    return _jsonable(service.delivery_out(delivery, document, agency))  # type: ignore[no-any-return]
 
 
 @router.post("/deliveries/{delivery_id}/forward", status_code=202)

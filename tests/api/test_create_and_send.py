@@ -207,6 +207,46 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
     assert {"document.created", "document.issued", "document.sent"} <= actions
 
 
+@pytest.mark.parametrize("path", ["create_and_send", "send", "status", "inbox"])
+def test_per_document_calls_take_one_worker_thread_hop(env: Env, as_user: Clients,
+                                                       path: str) -> None:
+    """The calls agency systems make per document run as one unit of work (deps.UnitOfWork):
+    each hop to a worker thread is an anyio task switch and a thread wake-up under the
+    interpreter lock, and the caller, handler and commit as dependencies took three."""
+    from unittest import mock
+
+    import anyio.to_thread
+
+    receiver = env.user("clerk.vuthu")["agency_code"]
+    draft = _create(as_user, CLERK, None)
+    sent = _create(as_user, CLERK, json.dumps([receiver]), pdf=make_pdf("hops"))
+    assert draft.status_code == sent.status_code == 201
+    delivery = sent.json()["deliveries"][0]["id"]
+    client = as_user.client
+    receiving = as_user.headers("clerk.vuthu")  # signed in before counting
+    calls = {
+        "create_and_send": lambda: _create(as_user, CLERK, json.dumps([receiver]),
+                                           pdf=make_pdf("hops 2")),
+        "send": lambda: client.post(f"/api/v1/documents/{draft.json()['id']}/send",
+                                    headers=as_user.headers(CLERK),
+                                    json={"recipients": [receiver]}),
+        "status": lambda: client.post(f"/api/v1/deliveries/{delivery}/status",
+                                      headers=receiving, json={"code": "03"}),
+        "inbox": lambda: client.get("/api/v1/inbox", headers=receiving),
+    }
+    real = anyio.to_thread.run_sync
+    hops: list[object] = []
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(function)
+        return await real(function, *args, **kwargs)
+
+    with mock.patch.object(anyio.to_thread, "run_sync", counted):
+        response = calls[path]()
+    assert response.status_code < 300, response.text
+    assert len(hops) == 1, hops
+
+
 def test_register_numbers_print_alike_on_every_path(env: Env, as_user: Clients) -> None:
     """The one-statement numbering (PostgreSQL) formats in SQL what format_number does in
     Python: two digits at least, nothing cut off past 99."""
