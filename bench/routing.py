@@ -1,3 +1,11 @@
+# Session 7 (2026-11-27, another machine: baseline 915-1180 inserts/s), --seconds 8-10:
+#   sending 155-230 documents/s from one agency's clerk (0.14-0.20, target 0.25: NOT met),
+#   180-245/s from the clerks of 8 agencies (0.17-0.24), 106-154/s in two requests. CPU ms
+#   per document: api 3.7-5.0, worker 1.3-1.65, postgres 1.5-2.0, client 0.75-1.1. Fan-out
+#   0.054-0.058 s (met). The session's first commit (ac30095) and c831038, run after one
+#   another twice: one agency 0.177-0.179 -> 0.184-0.194, eight 0.168-0.174 -> 0.203-0.204.
+#   bench/api_ab.py (alternating bursts): API CPU per send 5.70 -> 4.78 ms.
+#   bench/request_cost.py: 18.7M -> 15.9M instructions per send request.
 # Session 6 (2026-11-27), .venv/bin/python bench/routing.py --seconds 10 --rounds 5 (or 3):
 #   baseline 650-764 inserts/s; sending 104-130 documents/s from one agency's clerk
 #   (0.16-0.19, target 0.25: NOT met), 113-137/s from the clerks of 8 agencies (0.17-0.20),
