@@ -59,10 +59,13 @@ def test_expired_and_forged_tokens_are_refused(env: Env, as_user: Clients) -> No
                                                           .timestamp())}, secret, "HS256")
     forged = jwt.encode({"sub": "1", "ver": 0, "exp": int((utcnow() + timedelta(minutes=5))
                                                          .timestamp())}, "other", "HS256")
-    for token in (expired, forged, "garbage"):
-        response = as_user.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
-        assert_problem(response, 401)
-        assert response.headers["www-authenticate"] == "Bearer"
+    # /me resolves the caller as a dependency, /inbox in its unit of work (deps.UnitOfWork).
+    for path in ("/api/v1/me", "/api/v1/inbox"):
+        for token in (expired, forged, "garbage"):
+            response = as_user.client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert_problem(response, 401)
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert_problem(as_user.client.get(path), 401)
 
 
 def test_tokens_are_short_lived(env: Env, as_user: Clients) -> None:
