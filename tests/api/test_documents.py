@@ -241,3 +241,22 @@ def test_stored_files_are_on_disk_before_their_row_commits(
     assert len(synced) == 2
     assert synced[0].startswith(str(root / "tmp")), "the content, before the rename"
     assert synced[1] == str(final.parent), "the directory holding the renamed file"
+
+
+def test_blob_store_makes_missing_folders_whenever_they_go_missing(env: Env) -> None:
+    """The store creates its folders once, not on every file: a folder removed under a
+    running store (an operator's clean-up, a restored backup) is made again when needed."""
+    import io
+    import shutil
+
+    from eoffice.blobs.service import LocalBlobStore
+
+    root = Path(env.data_dir) / "blobs-moved"
+    store = LocalBlobStore(root)
+    first = store.put_file(io.BytesIO(b"%PDF-1.7 first"))
+    shutil.rmtree(root)
+    second = store.put_file(io.BytesIO(b"%PDF-1.7 second"))
+    again = store.put_file(io.BytesIO(b"%PDF-1.7 first"))
+    assert again.sha256 == first.sha256 != second.sha256
+    with store.open(second.sha256) as reader, store.open(again.sha256) as other:
+        assert reader.read() == b"%PDF-1.7 second" and other.read() == b"%PDF-1.7 first"
