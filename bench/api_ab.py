@@ -7,8 +7,9 @@ loads them in alternating short bursts (bench/routing.py's create-and-send reque
 clerks of --clients agencies, one receiver, unique PDFs), so that the machine's drift in
 speed (+-20% within minutes here) falls on both alike; bench/routing.py's phases run
 minutes apart and cannot tell a 5-10% change from noise. Prints, for each side, the API
-process's CPU (user + system, /proc) per request and its rate. No Celery worker runs: the
-tasks wait in the (flushed) broker, which the API does not notice.
+process's CPU (user + system, /proc) per request, PostgreSQL's (it serves one side at a
+time) and the rate. Two runs of one checkout against itself differ by up to ~4%. No
+Celery worker runs: the tasks wait in the (flushed) broker, which the API does not notice.
 
 Both checkouts must share this one's database schema (no migration in between); the other
 checkout needs no environment of its own (it runs on this one's virtualenv, its own code
@@ -102,7 +103,7 @@ def compare(sides: dict[str, Path], scratch: Any, args: argparse.Namespace
         groups = {name: process.pid for name, process in processes.items()}
         for one in senders.values():  # warm-up: pools, caches, prepared statements
             hammer(1.0, args.clients, one)
-        totals = {name: [0, 0.0] for name in sides}
+        totals = {name: [0, 0.0, 0.0] for name in sides}
         for burst in range(args.bursts):
             for name in ("A", "B") if burst % 2 == 0 else ("B", "A"):
                 before = cpu_seconds(groups)
@@ -110,13 +111,18 @@ def compare(sides: dict[str, Path], scratch: Any, args: argparse.Namespace
                 after = cpu_seconds(groups)
                 totals[name][0] += done
                 totals[name][1] += after[name] - before[name]
+                # PostgreSQL serves one side at a time: its CPU in a burst is that side's.
+                totals[name][2] += after["postgres"] - before["postgres"]
         report: dict[str, Any] = {}
-        for name, (done, cpu) in totals.items():
+        for name, (done, cpu, database) in totals.items():
             report[name] = {"checkout": str(sides[name]), "sends": done,
                             "api_cpu_ms_per_send": round(cpu / max(done, 1) * 1000, 3),
+                            "postgres_cpu_ms_per_send": round(database / max(done, 1) * 1000,
+                                                              3),
                             "sends_per_s": round(done / (args.bursts * args.seconds), 1)}
-        report["b_vs_a_api_cpu"] = round(report["B"]["api_cpu_ms_per_send"]
-                                         / report["A"]["api_cpu_ms_per_send"], 3)
+        for measure in ("api", "postgres"):
+            key = f"{measure}_cpu_ms_per_send"
+            report[f"b_vs_a_{measure}_cpu"] = round(report["B"][key] / report["A"][key], 3)
         return report
     finally:
         for process in processes.values():

@@ -16,7 +16,7 @@ UTC, as models.UTCDateTime does).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -50,8 +50,14 @@ def insert_ignore_rows(session: Session, model: Any, rows: list[dict[str, Any]])
         session.execute(_insert_ignore_statement(table, columns, bind.dialect.name), row)
 
 
-def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) -> list[T]:
+def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]],
+                referenced: Sequence[tuple[Any, list[dict[str, Any]]]] = ()) -> list[T]:
     """Insert rows of a table model and return them as persistent objects, in `rows` order.
+
+    `referenced`: rows of other tables (model, rows) that these rows' foreign keys name,
+    inserted first if missing (ON CONFLICT DO NOTHING), such as a document's stored file:
+    on PostgreSQL in the same statement, as data-modifying CTEs (foreign keys are checked
+    at the end of the statement, when those rows are there); one round trip fewer.
 
     For rows a request writes in bulk and keeps using (the document, deliveries and events
     of a send): one INSERT whose RETURNING brings back only what the database filled in
@@ -71,10 +77,17 @@ def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]]) ->
     key, returned = _returned_columns(table, columns)
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
+        first = tuple((ref.__table__, same_columns(ref.__table__, ref_rows))
+                      for ref, ref_rows in referenced)
         statement = _recordset_insert_returning(table, columns, returned,
-                                                bind.dialect.identifier_preparer)
-        filled = session.execute(statement, {"rows": json_rows(full)}).all()
+                                                bind.dialect.identifier_preparer, first)
+        parameters = {"rows": json_rows(full), **{
+            f"referenced_{position}": json_rows(ref_rows)
+            for position, (_, ref_rows) in enumerate(referenced)}}
+        filled = session.execute(statement, parameters).all()
     else:
+        for ref, ref_rows in referenced:
+            insert_ignore_rows(session, ref, ref_rows)
         single = _single_insert_returning(table, columns, returned)
         filled = [session.execute(single, row).one() for row in full]
     if key in columns:  # keys given: match the returned rows by them
@@ -223,11 +236,21 @@ def _recordset_insert_ignore(table: Any, columns: tuple[str, ...], quoting: Any)
 
 @lru_cache(maxsize=64)
 def _recordset_insert_returning(table: Any, columns: tuple[str, ...],
-                                returned: tuple[str, ...], quoting: Any) -> Any:
+                                returned: tuple[str, ...], quoting: Any,
+                                referenced: tuple[tuple[Any, tuple[str, ...]], ...] = ()
+                                ) -> Any:
     names = ", ".join(quoting.quote(name) for name in columns)
     target = quoting.format_table(table)
     back = ", ".join(quoting.quote(name) for name in returned)
-    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
+    ctes = []
+    for position, (ref_table, ref_columns) in enumerate(referenced):
+        ref_names = ", ".join(quoting.quote(name) for name in ref_columns)
+        ref_target = quoting.format_table(ref_table)
+        ctes.append(f"referenced_{position} AS (INSERT INTO {ref_target} ({ref_names}) "
+                    f"SELECT {ref_names} FROM {recordset(ref_target, f'referenced_{position}')}"
+                    f" ON CONFLICT DO NOTHING)")
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    return text(f"{with_clause}INSERT INTO {target} ({names}) SELECT {names} FROM "
                 f"{recordset(target, 'rows')} RETURNING {back}").columns(
         *(table.c[name] for name in returned))
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from sqlmodel import Session
 
@@ -292,10 +292,15 @@ def store_upload(session: Session, source: BinaryIO, *, content_type: str,
                  max_bytes: int | None = None) -> StoredFile:
     """Stream a file into the store and make sure its row exists (no commit)."""
     stored = get_blob_store().put_file(source, max_bytes=max_bytes)
-    # Two uploads of the same file may race: the row is content-addressed, so either wins.
-    insert_ignore(session, Blob, {"sha256": stored.sha256, "size": stored.size,
-                                  "content_type": content_type, "created_at": utcnow()})
+    insert_ignore(session, Blob, blob_row(stored, content_type))
     return stored
+
+
+def blob_row(stored: StoredFile, content_type: str) -> dict[str, Any]:
+    """The row naming a stored file. Insert it ignoring conflicts: two uploads of the same
+    file may race, and the row is content-addressed, so either wins."""
+    return {"sha256": stored.sha256, "size": stored.size, "content_type": content_type,
+            "created_at": utcnow()}
 
 
 def copy_to(sha256: str, target: BinaryIO) -> None:

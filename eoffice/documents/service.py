@@ -13,13 +13,14 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.blobs.service import store_upload
+from eoffice.blobs.service import blob_row, get_blob_store, store_upload
 from eoffice.db import defer_insert
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
     OUTGOING_REGISTER,
     Attachment,
+    Blob,
     Delivery,
     Document,
     DocumentRevision,
@@ -75,14 +76,15 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
         "response_for_ref": response_for_ref, "page_amount": meta.page_amount,
         "place": meta.place, "file_sha256": None, "file_name": None,
         "register_name": OUTGOING_REGISTER}
+    referenced: list[tuple[Any, list[dict[str, Any]]]] = []
     if file is not None:
         sniff_pdf(file)
-        stored = store_upload(session, file, content_type="application/pdf",
-                              max_bytes=_max_bytes())
+        stored = get_blob_store().put_file(file, max_bytes=_max_bytes())
         values["file_sha256"] = stored.sha256
         values["file_name"] = (file_name or "document.pdf")[-255:]
-    # Inserted and loaded back in one statement, not built and flushed by the ORM.
-    document = insert_rows(session, Document, [values])[0]
+        referenced.append((Blob, [blob_row(stored, "application/pdf")]))
+    # One statement for the file's row (if new) and the document, not the ORM's flush.
+    document = insert_rows(session, Document, [values], referenced=referenced)[0]
     assert document.id is not None
     revisions: list[WrittenRevision] = []
     if document.file_sha256:

@@ -100,6 +100,33 @@ def test_insert_rows_with_given_keys_and_later_changes(env: Env) -> None:
     assert sizes == {keys[0]: 0, keys[1]: 99, keys[2]: 2}
 
 
+def test_insert_rows_writes_the_rows_it_references_first_if_missing(env: Env) -> None:
+    """A document and its file's row in one call (one statement on PostgreSQL): the file's
+    row is inserted when new, left alone when another upload stored it already, and the
+    document's foreign key holds either way."""
+    from eoffice.db import new_session
+    from eoffice.models import Blob, Document
+    from eoffice.rows import insert_rows
+
+    sender = _agency_id()
+    sha = "c" * 64
+    blob = {"sha256": sha, "size": 7, "content_type": "application/pdf",
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC)}
+    with new_session() as session:
+        document = {"sender_id": sender, "type_name": "Công văn", "subject": "Tệp",
+                    "file_sha256": sha}
+        first = insert_rows(session, Document, [document], referenced=[(Blob, [blob])])
+        second = insert_rows(session, Document, [document],
+                             referenced=[(Blob, [{**blob, "size": 99}])])
+        session.commit()
+    with new_session() as session:
+        stored = session.exec(select(Blob).where(Blob.sha256 == sha)).all()
+        assert [(b.size, b.content_type) for b in stored] == [(7, "application/pdf")]
+        files = {d.file_sha256 for d in session.exec(select(Document).where(
+            Document.id.in_([first[0].id, second[0].id]))).all()}  # type: ignore[union-attr]
+    assert files == {sha}
+
+
 def test_insert_ignore_rows_keeps_the_first_and_update_rows_changes_each(env: Env) -> None:
     from eoffice.db import new_session
     from eoffice.models import AuditEvent, Blob, utcnow
