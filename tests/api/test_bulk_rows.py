@@ -67,6 +67,35 @@ def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
             assert fresh.created_at is not None
 
 
+def test_insert_rows_objects_equal_a_fresh_read_for_a_sends_rows(env: Env) -> None:
+    """The deliveries and events a send writes (defaults, JSON, dates, times) are made from
+    the values written, not read back: each column must equal what a new session reads."""
+    from eoffice.db import new_session
+    from eoffice.models import Agency, Delivery, DeliveryEvent, Document
+    from eoffice.rows import insert_rows
+
+    at = datetime(2026, 5, 4, 3, 2, 1, 654321, tzinfo=timezone(timedelta(hours=7)))
+    with new_session() as session:
+        first, second = session.exec(select(Agency.id).order_by(Agency.id).limit(2)).all()
+        document = insert_rows(session, Document, [{"sender_id": first, "type_name": "Tờ trình",
+                                                    "subject": "Gửi"}])[0]
+        deliveries = insert_rows(session, Delivery, [
+            {"document_id": document.id, "recipient_id": first, "delivered_at": at,
+             "pending_request_data": {"lý do": ["thu hồi", 1]}, "arrival_date": date(2026, 5, 4)},
+            {"document_id": document.id, "recipient_id": second, "delivered_at": None,
+             "pending_request_data": None, "arrival_date": None}])
+        events = insert_rows(session, DeliveryEvent, [
+            {"delivery_id": d.id, "action": "queued", "at": at} for d in deliveries])
+        session.commit()
+    with new_session() as session:
+        for model, written in ((Delivery, deliveries), (DeliveryEvent, events)):
+            columns = [column.name for column in model.__table__.c]  # type: ignore[attr-defined]
+            for item in written:
+                fresh = session.get(model, item.id)
+                assert ({c: getattr(item, c) for c in columns}
+                        == {c: getattr(fresh, c) for c in columns}), model.__name__
+
+
 def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
     from eoffice.db import new_session
     from eoffice.models import Document
