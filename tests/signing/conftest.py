@@ -72,12 +72,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
 
 @pytest.fixture(scope="session")
 def nssdb(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """NSS database trusting the test root (for pdfsig)."""
+    """NSS database trusting the test root for signing (for pdfsig): trust flags C,C,C
+    (with C,, the root is trusted for TLS only and pdfsig says the issuer is not trusted)."""
     certutil = require_tool("certutil")
     directory = tmp_path_factory.mktemp("nss")
     subprocess.run([certutil, "-N", "-d", f"sql:{directory}", "--empty-password"], check=True)
     subprocess.run([certutil, "-d", f"sql:{directory}", "-A", "-n", "eoffice-dev-root",
-                    "-t", "C,,", "-a", "-i", str(pki.root)], check=True)
+                    "-t", "C,C,C", "-a", "-i", str(pki.root)], check=True)
     return directory
 
 
@@ -105,7 +106,10 @@ def pdfsig(path: Path, nssdb: Path) -> list[PdfsigSignature]:
         cn = re.search(r"Signer Certificate Common Name: (.*)", body)
         sigs.append(PdfsigSignature(
             index=int(blocks[i]), common_name=cn.group(1).strip() if cn else "",
-            valid="Signature Validation: Signature is Valid." in body,
+            # Valid for pdfsig: the signature checks out and the certificate chains to the
+            # dev root the NSS database trusts for signing.
+            valid=("Signature Validation: Signature is Valid." in body
+                   and "Certificate Validation: Certificate is Trusted." in body),
             total="Total document signed" in body and "Not total document signed" not in body,
             raw=body))
     return sigs

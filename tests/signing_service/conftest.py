@@ -91,12 +91,13 @@ def override_settings(monkeypatch: pytest.MonkeyPatch, **values: Any) -> None:
 
 @pytest.fixture(scope="session")
 def nssdb(service_pki: ServicePki, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An NSS database trusting the dev root, for poppler's pdfsig."""
+    """An NSS database trusting the dev root for signing (C,C,C; with C,, it is trusted
+    for TLS only and pdfsig says the issuer is not trusted), for poppler's pdfsig."""
     certutil = require_tool("certutil")
     directory = tmp_path_factory.mktemp("nss")
     subprocess.run([certutil, "-N", "-d", f"sql:{directory}", "--empty-password"], check=True)
     subprocess.run([certutil, "-d", f"sql:{directory}", "-A", "-n", "eoffice-dev-root",
-                    "-t", "C,,", "-a", "-i", str(service_pki.root)], check=True)
+                    "-t", "C,C,C", "-a", "-i", str(service_pki.root)], check=True)
     return directory
 
 
@@ -111,7 +112,10 @@ def pdfsig(path: Path, nssdb: Path) -> list[dict[str, Any]]:
         body = blocks[i + 1]
         name = re.search(r"Signer Certificate Common Name: (.*)", body)
         found.append({"common_name": name.group(1).strip() if name else "",
-                      "valid": "Signature Validation: Signature is Valid." in body,
+                      # the signature checks out and its certificate chains to the
+                      # dev root the NSS database trusts for signing
+                      "valid": ("Signature Validation: Signature is Valid." in body
+                                and "Certificate Validation: Certificate is Trusted." in body),
                       "raw": body})
     return found
 
