@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, literal_column, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
@@ -106,7 +107,7 @@ def _persistent(session: Session, model: Any, values: dict[str, Any],
     loaded row's object (the class manager's new instance, its state's dict filled in),
     not by the model's constructor, which validates and records every attribute as a
     change (SQLModel's: 65 us for a document)."""
-    instance = model._sa_class_manager.new_instance()
+    instance = _class_manager(model).new_instance()
     state = instance.__dict__
     for name, value in values.items():
         state[name] = (value.astimezone(UTC) if isinstance(value, datetime) else value)
@@ -114,6 +115,11 @@ def _persistent(session: Session, model: Any, values: dict[str, Any],
     make_transient_to_detached(instance)
     session.add(instance)
     return instance
+
+
+@lru_cache(maxsize=64)
+def _class_manager(model: Any) -> Any:
+    return sa_inspect(model).class_manager
 
 
 @lru_cache(maxsize=64)
