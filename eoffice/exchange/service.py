@@ -43,7 +43,7 @@ TRANSITIONS: dict[str | None, set[str]] = {
     "02": set(), "06": set(), "15": set(), None: set(),
 }
 FINISHED = {"02", "06", "15"}
-# Fan-outs up to this many receivers notify their arrivals inline (see _arrive).
+# Fan-outs up to this many receivers notify their arrivals inline (see _notified_inline).
 INLINE_NOTIFY_MAX = 10
 RECEIVER_ROLES = ("clerk", "leader", "officer")
 
@@ -108,7 +108,9 @@ def send_document(session: Session, principal: Principal, document: Document,
                "at": now} for d in created]
     arrived: list[DeliveryEvent] = []
     if inline:
-        arrived = _arrive(session, document.id or 0, created, now, queued_events=queued)
+        # The queued and arrived events of the new deliveries go out in one INSERT.
+        written = insert_rows(session, DeliveryEvent, [*queued, *_arrival_rows(created, now)])
+        arrived = _arrived(session, document.id or 0, created, written[len(queued):])
     elif created:
         insert_rows(session, DeliveryEvent, queued)
         enqueue(session, "exchange.deliver", document.id)
@@ -150,7 +152,8 @@ def deliver(session: Session, document_id: int) -> int:
         return 0
     arrived, now = list(queued), utcnow()
     _mark_arrived(arrived, now)
-    _run_listeners(session, _arrive(session, document_id, arrived, now),
+    events = insert_rows(session, DeliveryEvent, _arrival_rows(arrived, now))
+    _run_listeners(session, _arrived(session, document_id, arrived, events),
                    {d.id or 0: d for d in arrived})
     return len(arrived)
 
@@ -170,29 +173,33 @@ def _arrived_values(now: datetime) -> dict[str, Any]:
             "updated_at": now, "transport_attempts": 1}
 
 
-def _arrive(session: Session, document_id: int, deliveries: list[Delivery],
-            now: datetime, queued_events: list[dict[str, Any]] | None = None
-            ) -> list[DeliveryEvent]:
-    """Deliveries marked arrived at `now` reach their inboxes (01): events, one audit
-    entry, arrival check. Returns the events the caller hands to the status listeners in
-    this transaction (none when a task will). `queued_events`: rows of the send's own
-    events, written in the same INSERT before the arrivals."""
+def _arrival_rows(deliveries: list[Delivery], now: datetime) -> list[dict[str, Any]]:
+    """The arrival events (01) of deliveries marked arrived at `now`. A small fan-out's are
+    written as notified: its listeners run in this transaction (_arrived)."""
+    notified = now if _notified_inline(deliveries) else None
+    return [{"delivery_id": d.id or 0, "code": "01", "action": "arrived",
+             "transport_status": "delivered", "at": now, "notified_at": notified}
+            for d in deliveries]
+
+
+def _notified_inline(deliveries: list[Delivery]) -> bool:
     # A small fan-out's arrival packages (01) go to their listeners in this transaction: a
     # task of its own cost more than the work it did. A large one keeps them in a task of
     # their own, so its receivers see the document before the listeners have run.
-    inline = len(deliveries) <= INLINE_NOTIFY_MAX
-    before = queued_events or []
-    written = insert_rows(session, DeliveryEvent, [*before, *(
-        {"delivery_id": d.id or 0, "code": "01", "action": "arrived",
-         "transport_status": "delivered", "at": now, "notified_at": now if inline else None}
-        for d in deliveries)])
-    events = written[len(before):]
+    return len(deliveries) <= INLINE_NOTIFY_MAX
+
+
+def _arrived(session: Session, document_id: int, deliveries: list[Delivery],
+             events: list[DeliveryEvent]) -> list[DeliveryEvent]:
+    """What follows the arrival of `deliveries` (their `events` written): one audit entry,
+    the arrival check, the status notification. Returns the events the caller hands to the
+    status listeners in this transaction (none when a task will)."""
     record(session, actor="system", action="delivery.arrived", object_type="document",
            object_id=document_id, agency_id=None,
            data={"code": "01", "transport": "delivered",
                  "deliveries": {str(d.id): d.recipient_id for d in deliveries}})
     enqueue(session, "verification.verify_arrivals", document_id, queue="crypto")
-    if inline:
+    if _notified_inline(deliveries):
         return events
     enqueue(session, "exchange.notify_status", [e.id for e in events])
     return []
