@@ -6,6 +6,8 @@
 #   another twice: one agency 0.177-0.179 -> 0.184-0.194, eight 0.168-0.174 -> 0.203-0.204.
 #   bench/api_ab.py (alternating bursts): API CPU per send 5.70 -> 4.78 ms.
 #   bench/request_cost.py: 18.7M -> 15.9M instructions per send request.
+#   --api-processes 2 (API and baseline alike): baseline 1190-1210/s, sending 177-203/s
+#   (0.15-0.17): the baseline gains more from a second process than sending does.
 # Session 6 (2026-11-27), .venv/bin/python bench/routing.py --seconds 10 --rounds 5 (or 3):
 #   baseline 650-764 inserts/s; sending 104-130 documents/s from one agency's clerk
 #   (0.16-0.19, target 0.25: NOT met), 113-137/s from the clerks of 8 agencies (0.17-0.20),
@@ -254,6 +256,8 @@ def main() -> int:
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="uvicorn processes of the API and, alike, of the baseline")
     args = parser.parse_args()
 
     with scratch_installation(extra_communes=max(0, args.receivers - 50)) as scratch:
@@ -305,7 +309,7 @@ def run_processes(args: argparse.Namespace, scratch: Scratch) -> dict[str, Any]:
     workdir, data_dir, url, env = scratch
     app_port, base_port = free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning",
-               "--no-access-log"]
+               "--no-access-log", "--workers", str(args.api_processes)]
     processes = [
         start(uvicorn + ["--factory", "eoffice.app:app_factory", "--port", str(app_port)], env,
               workdir / "app.log"),
@@ -507,6 +511,7 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
         "send_backlog_drain_s": round(backlog_s, 2),
         "fanout_notifications_drain_s": [round(x, 2) for x in drains],
         "clients": args.clients, "seconds": args.seconds, "worker_processes": args.concurrency,
+        "api_processes": args.api_processes,
     }
 
 
