@@ -12,7 +12,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from eoffice.rows import json_rows, recordset, same_columns
+from eoffice.rows import insert_from_recordset, json_rows, same_columns
 from eoffice.settings import get_settings
 
 T = TypeVar("T")
@@ -141,12 +141,8 @@ def _recordset_insert(shapes: tuple[tuple[Any, tuple[str, ...]], ...], quoting: 
     """
     from sqlalchemy import text
 
-    inserts = []
-    for position, (table, columns) in enumerate(shapes):
-        names = ", ".join(quoting.quote(name) for name in columns)
-        target = quoting.format_table(table)
-        inserts.append(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
-                       f"{recordset(target, f'rows_{position}')}")
+    inserts = [insert_from_recordset(table, columns, f"rows_{position}", quoting)
+               for position, (table, columns) in enumerate(shapes)]
     ctes = ", ".join(f"deferred_{position} AS ({sql})"
                      for position, sql in enumerate(inserts[:-1]))
     return text(f"WITH {ctes} {inserts[-1]}" if ctes else inserts[-1])

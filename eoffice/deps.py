@@ -73,11 +73,7 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 def get_principal(request: Request, session: SessionDep,
                   token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
-    api_key = request.headers.get("x-api-key")
-    credential = api_key or token
-    if not credential:
-        raise Unauthenticated("sign in first", detail_vi="Vui lòng đăng nhập")
-    principal = principal_from_token(session, credential)
+    principal = principal_from_token(session, _credential(request, token))
     request.state.principal = principal
     return principal
 
@@ -121,10 +117,15 @@ class UnitOfWork:
 
 async def get_unit_of_work(request: Request,
                            token: Annotated[str | None, Depends(oauth2_scheme)]) -> UnitOfWork:
+    return UnitOfWork(request, _credential(request, token))
+
+
+def _credential(request: Request, token: str | None) -> str:
+    """The caller's API key (X-API-Key) or bearer token; 401 without either."""
     credential = request.headers.get("x-api-key") or token
     if not credential:
         raise Unauthenticated("sign in first", detail_vi="Vui lòng đăng nhập")
-    return UnitOfWork(request, credential)
+    return credential
 
 
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]

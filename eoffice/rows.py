@@ -175,6 +175,16 @@ def recordset(target: str, parameter: str) -> str:
     return f"json_populate_recordset(NULL::{target}, CAST(:{parameter} AS json))"
 
 
+def insert_from_recordset(table: Any, columns: tuple[str, ...], parameter: str,
+                          quoting: Any, ignore_conflicts: bool = False) -> str:
+    """SQL inserting `columns` of the rows of JSON parameter `parameter` into `table`."""
+    names = ", ".join(quoting.quote(name) for name in columns)
+    target = quoting.format_table(table)
+    return (f"INSERT INTO {target} ({names}) SELECT {names} FROM "
+            f"{recordset(target, parameter)}"
+            + (" ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
+
+
 def json_rows(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, default=_json_value, separators=(",", ":"))
 
@@ -234,10 +244,7 @@ def _insert_ignore_statement(table: Any, columns: tuple[str, ...], dialect: str)
 
 @lru_cache(maxsize=64)
 def _recordset_insert_ignore(table: Any, columns: tuple[str, ...], quoting: Any) -> Any:
-    names = ", ".join(quoting.quote(name) for name in columns)
-    target = quoting.format_table(table)
-    return text(f"INSERT INTO {target} ({names}) SELECT {names} FROM "
-                f"{recordset(target, 'rows')} ON CONFLICT DO NOTHING")
+    return text(insert_from_recordset(table, columns, "rows", quoting, ignore_conflicts=True))
 
 
 @lru_cache(maxsize=64)
@@ -245,20 +252,14 @@ def _recordset_insert_returning(table: Any, columns: tuple[str, ...],
                                 returned: tuple[str, ...], quoting: Any,
                                 referenced: tuple[tuple[Any, tuple[str, ...]], ...] = ()
                                 ) -> Any:
-    names = ", ".join(quoting.quote(name) for name in columns)
-    target = quoting.format_table(table)
-    back = ", ".join(quoting.quote(name) for name in returned)
-    ctes = []
-    for position, (ref_table, ref_columns) in enumerate(referenced):
-        ref_names = ", ".join(quoting.quote(name) for name in ref_columns)
-        ref_target = quoting.format_table(ref_table)
-        ctes.append(f"referenced_{position} AS (INSERT INTO {ref_target} ({ref_names}) "
-                    f"SELECT {ref_names} FROM {recordset(ref_target, f'referenced_{position}')}"
-                    f" ON CONFLICT DO NOTHING)")
+    ctes = [f"referenced_{position} AS ("
+            + insert_from_recordset(ref_table, ref_columns, f"referenced_{position}", quoting,
+                                    ignore_conflicts=True) + ")"
+            for position, (ref_table, ref_columns) in enumerate(referenced)]
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
-    return text(f"{with_clause}INSERT INTO {target} ({names}) SELECT {names} FROM "
-                f"{recordset(target, 'rows')} RETURNING {back}").columns(
-        *(table.c[name] for name in returned))
+    back = ", ".join(quoting.quote(name) for name in returned)
+    return text(f"{with_clause}{insert_from_recordset(table, columns, 'rows', quoting)} "
+                f"RETURNING {back}").columns(*(table.c[name] for name in returned))
 
 
 @lru_cache(maxsize=64)
