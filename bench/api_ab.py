@@ -37,6 +37,7 @@ from routing import (  # noqa: E402
     hammer,
     scratch_installation,
     stop,
+    unique_pdfs,
     wait_http,
 )
 
@@ -61,7 +62,7 @@ def compare(sides: dict[str, Path], scratch: Any, args: argparse.Namespace
     import httpx
 
     from eoffice.agencies.demo import read_demo_users
-    from tests.helpers import make_pdf, metadata
+    from tests.helpers import metadata
 
     ports = {name: free_port() for name in sides}
     processes = {name: subprocess.Popen(
@@ -78,8 +79,7 @@ def compare(sides: dict[str, Path], scratch: Any, args: argparse.Namespace
         receiver = json.dumps([users["clerk.vuthu"]["agency_code"]])
         clerks = [name for name in sorted(users) if name.startswith("clerk.")
                   and name != "clerk.vuthu"][:args.clients]
-        template = make_pdf("Bench " + "X" * 16)
-        serial = itertools.count()
+        unique_pdf = unique_pdfs()
         form = {"metadata": json.dumps(metadata()), "recipients": receiver}
 
         def sender(app: str) -> Any:
@@ -93,7 +93,7 @@ def compare(sides: dict[str, Path], scratch: Any, args: argparse.Namespace
             def one(client: httpx.Client) -> None:
                 if not hasattr(assigned, "headers"):
                     assigned.headers = tokens[next(turn) % len(tokens)]
-                pdf = template.replace(b"X" * 16, f"{next(serial):016d}".encode())
+                pdf = unique_pdf()
                 client.post(f"{app}/api/v1/documents", headers=assigned.headers, data=form,
                             files={"file": ("a.pdf", pdf, "application/pdf")}
                             ).raise_for_status()

@@ -19,7 +19,6 @@ Environment: EOFFICE_BENCH_DATABASE_URL and EOFFICE_BENCH_BROKER_URL as bench/ro
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
@@ -54,13 +53,14 @@ def run_phase(phase: str, requests: int, data_dir: Path) -> None:
             _measure(one, requests)
         return
 
+    import routing
+
     from eoffice.agencies.demo import read_demo_users
     from eoffice.app import create_app
-    from tests.helpers import make_pdf, metadata
+    from tests.helpers import metadata
 
     users = {u["username"]: u for u in read_demo_users(data_dir)}
-    template = make_pdf("Bench " + "X" * 16)
-    serial = itertools.count()
+    unique_pdf = routing.unique_pdfs()
     with TestClient(create_app()) as client:
         token = client.post("/api/v1/auth/token", data={
             "username": "clerk.tinh", "password": users["clerk.tinh"]["password"]}
@@ -70,7 +70,7 @@ def run_phase(phase: str, requests: int, data_dir: Path) -> None:
                 "recipients": json.dumps([users["clerk.vuthu"]["agency_code"]])}
 
         def send() -> None:
-            pdf = template.replace(b"X" * 16, f"{next(serial):016d}".encode())
+            pdf = unique_pdf()
             client.post("/api/v1/documents", headers=headers, data=form,
                         files={"file": ("a.pdf", pdf, "application/pdf")}).raise_for_status()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,6 +106,29 @@ class RequestContextMiddleware:
             HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The event loop's own database engine for the units of work (deps.UnitOfWork): made
+    on the loop that serves requests, disposed there when the server stops. Kept per loop:
+    an app served from two loops at once (two test clients) gives each its own."""
+    from eoffice.db import unit_engine_for
+
+    engine = unit_engine_for(get_settings().database_url)
+    if engine is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    if not hasattr(app.state, "unit_engines"):
+        app.state.unit_engines = {}
+    engines: dict[asyncio.AbstractEventLoop, Any] = app.state.unit_engines
+    engines[loop] = engine
+    try:
+        yield
+    finally:
+        engines.pop(loop, None)
+        await engine.dispose()
+
+
 def create_app() -> FastAPI:
     """Build the application (routers of every domain, middleware, handlers)."""
     from eoffice.agencies.api import router as agencies_router
@@ -114,7 +139,7 @@ def create_app() -> FastAPI:
 
     import_task_modules()
     settings = get_settings()
-    app = FastAPI(title="eoffice", version="0.1.0",
+    app = FastAPI(title="eoffice", version="0.1.0", lifespan=_lifespan,
                   description="Electronic document exchange for Vietnamese state bodies "
                               "(Decree 30 / edXML), with PAdES signing and verification.")
     for router in (users_router, agencies_router, documents_router, exchange_router):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import in_greenlet
 from sqlmodel import Session, create_engine
 
 from eoffice.rows import insert_from_recordset, json_rows, same_columns
@@ -41,7 +46,34 @@ def engine_for(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, **_POOL)
+
+
+_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+
+def unit_engine_for(url: str) -> AsyncEngine | None:
+    """An asyncio engine on the same PostgreSQL database (psycopg), for the units of work
+    that run on the event loop (deps.UnitOfWork); None for other databases.
+
+    Made and disposed by the application's lifespan, on its event loop: its connections
+    belong to that loop. The sync engine stays for everything else (its pool and this one's
+    together hold at most twice `pool_size + max_overflow` connections per API process).
+    """
+    if make_url(url).drivername != "postgresql+psycopg":
+        return None
+    return create_async_engine(url, **_POOL)
+
+
+def offload_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `function` (blocking I/O: files, fsync, a blob store's network) from code that
+    may run in a unit of work on the event loop: there in a worker thread, so the loop
+    serves other requests meanwhile; anywhere else (request threads, tasks, CLI) directly.
+    """
+    if in_greenlet():
+        call = functools.partial(function, *args, **kwargs)
+        return await_only(anyio.to_thread.run_sync(call))  # type: ignore[no-any-return]
+    return function(*args, **kwargs)
 
 
 def get_engine() -> Engine:

@@ -3,14 +3,16 @@ as SessionDep + CurrentPrincipal or, on the exchange's per-document calls, as on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import Session
 
 from eoffice.db import new_session
@@ -82,15 +84,21 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 class UnitOfWork:
-    """The request boundary as one unit in one worker thread: open a session, resolve the
-    caller, do the work, commit (or roll back, 503 if the database is gone), close.
+    """The request boundary as one unit: open a session, resolve the caller, do the work,
+    commit (or roll back, 503 if the database is gone), close.
 
     For the calls agency systems make per document (create and send, send, status, inbox).
-    Through SessionDep and CurrentPrincipal a synchronous handler costs three hops to a
-    worker thread (the caller, the handler, the commit), each an anyio task switch on the
-    event loop and a wake-up of a thread competing for the interpreter lock; an async
-    handler awaiting one unit does one. bench/api_ab.py against the three-hop handlers:
-    API CPU per sent document 4.38 -> 4.01 and 4.30 -> 3.97 ms.
+    On PostgreSQL the unit runs on the event loop: the application's lifespan holds an
+    asyncio engine (db.unit_engine_for) and the unit's synchronous code runs in a greenlet
+    whose statements await the driver (SQLAlchemy's AsyncSession.run_sync), so no thread
+    waits for the interpreter lock; blocking file and blob-store I/O inside it goes to a
+    worker thread (db.offload_blocking). Elsewhere (SQLite, an app without its lifespan) the
+    unit runs in one worker thread.
+
+    bench/api_ab.py: the worker-thread unit against three hops (SessionDep, CurrentPrincipal,
+    a sync handler): API CPU per sent document 4.38 -> 4.01 and 4.30 -> 3.97 ms; the unit on
+    the event loop against the worker-thread unit: see the README (profiled: a fifth of the
+    API's CPU went to futex calls and context switches between threads).
     """
 
     def __init__(self, request: Request, credential: str) -> None:
@@ -98,10 +106,22 @@ class UnitOfWork:
         self.credential = credential
 
     async def __call__(self, work: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(self._run, work, args)
+        engine = unit_engine(self.request.app)
+        if engine is None:
+            return await anyio.to_thread.run_sync(self._run, new_session(), work, args)
+        session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
+        # Shielded like the thread it replaces: a client hanging up does not stop a unit
+        # halfway (the commit or rollback below always runs and the connection goes back).
+        with anyio.CancelScope(shield=True):
+            try:
+                # sync_session_class makes it SQLModel's Session, which services expect.
+                result = await session.run_sync(
+                    lambda sync_session: self._run(cast(Session, sync_session), work, args))
+            finally:
+                await session.close()
+        return result
 
-    def _run(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
-        session = new_session()
+    def _run(self, session: Session, work: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             principal = principal_from_token(session, self.credential)
             self.request.state.principal = principal
@@ -113,6 +133,17 @@ class UnitOfWork:
             raise
         _commit(session)
         return result
+
+
+def unit_engine(app: Any) -> AsyncEngine | None:
+    """The engine the app's lifespan made for the running event loop, if any."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio)
+        return None
+    engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = getattr(
+        app.state, "unit_engines", {})
+    return engines.get(loop)
 
 
 async def get_unit_of_work(request: Request,

@@ -12,6 +12,32 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 
+def request_engines(client: TestClient) -> list[Any]:
+    """Every engine the app's requests use: the sync one and, on PostgreSQL, the one the
+    units of work run on (deps.UnitOfWork; made by the app's lifespan)."""
+    from eoffice.db import get_engine
+
+    units = getattr(client.app.state, "unit_engines", {})  # type: ignore[attr-defined]
+    return [get_engine(), *(unit.sync_engine for unit in units.values())]
+
+
+@contextmanager
+def listening(client: TestClient, *listeners: tuple[str, Any]) -> Iterator[None]:
+    """(event name, function) listeners on every engine of `client`'s requests."""
+    from sqlalchemy import event
+
+    engines = request_engines(client)
+    for engine in engines:
+        for name, function in listeners:
+            event.listen(engine, name, function)
+    try:
+        yield
+    finally:
+        for engine in engines:
+            for name, function in listeners:
+                event.remove(engine, name, function)
+
+
 def make_pdf(text: str = "Văn bản thử nghiệm", pages: int = 1) -> bytes:
     """A small real PDF made with pyHanko's writer."""
     from pyhanko.pdf_utils import generic

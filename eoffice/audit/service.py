@@ -28,7 +28,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from eoffice.db import defer_insert
+from eoffice.db import defer_insert, offload_blocking
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
 from eoffice.rows import update_rows
 from eoffice.settings import get_settings
@@ -99,7 +99,9 @@ def _seal_after_commit(session: Session) -> None:
         # An API process with a broker only asks: a worker hashes and writes the chain, so
         # the request threads (one interpreter lock for all of them) do not.
         try:
-            celery.celery_app.send_task("audit.seal", queue="fast", ignore_result=True)
+            # The broker's network, off the event loop when a unit of work commits there.
+            offload_blocking(celery.celery_app.send_task, "audit.seal", queue="fast",
+                             ignore_result=True)
         except Exception:  # broker down: beat seals what is left
             log.warning("could not ask for audit sealing; beat will seal", exc_info=True)
         return

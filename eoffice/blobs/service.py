@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Protocol
 
 from sqlmodel import Session
 
+from eoffice.db import offload_blocking
 from eoffice.errors import PayloadTooLarge, ServiceUnavailable
 from eoffice.models import Blob, utcnow
 from eoffice.rows import insert_ignore
@@ -291,7 +292,7 @@ def _local_store(root: Path) -> LocalBlobStore:
 def store_upload(session: Session, source: BinaryIO, *, content_type: str,
                  max_bytes: int | None = None) -> StoredFile:
     """Stream a file into the store and make sure its row exists (no commit)."""
-    stored = get_blob_store().put_file(source, max_bytes=max_bytes)
+    stored = offload_blocking(get_blob_store().put_file, source, max_bytes=max_bytes)
     insert_ignore(session, Blob, blob_row(stored, content_type))
     return stored
 

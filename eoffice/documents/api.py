@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from eoffice import idempotency
 from eoffice.agencies.service import AgencyTree
 from eoffice.blobs.service import get_blob_store
+from eoffice.db import offload_blocking
 from eoffice.deps import CurrentPrincipal, SessionDep, UnitOfWorkDep
 from eoffice.documents import service
 from eoffice.documents.schemas import DocumentMetadata, DocumentOut, SendRequest
@@ -161,8 +162,10 @@ def _create_document(session: Session, principal: Principal, metadata: str, file
                      idempotency_key: str | None) -> tuple[Any, int | None]:
     if idempotency_key is not None:
         body_hash = idempotency.request_hash({
-            "metadata": metadata, "recipients": targets, "file": _upload_digest(file),
-            "attachments": [(a.filename, _upload_digest(a)) for a in attachments or []]})
+            "metadata": metadata, "recipients": targets,
+            "file": offload_blocking(_upload_digest, file),
+            "attachments": [(a.filename, offload_blocking(_upload_digest, a))
+                            for a in attachments or []]})
         stored = idempotency.claim(session, principal.key, "create", idempotency_key,
                                    body_hash)
         if stored is not None:

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.blobs.service import blob_row, get_blob_store, store_upload
-from eoffice.db import defer_insert
+from eoffice.blobs.service import StoredFile, blob_row, get_blob_store, store_upload
+from eoffice.db import defer_insert, offload_blocking
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
@@ -43,6 +43,11 @@ def sniff_pdf(stream: BinaryIO) -> None:
     if PDF_MAGIC not in head:
         raise UnsupportedMedia("the main file is not a PDF (checked by content)", field="file",
                                detail_vi="Tệp chính không phải là PDF")
+
+
+def _store_pdf(file: BinaryIO) -> StoredFile:
+    sniff_pdf(file)
+    return get_blob_store().put_file(file, max_bytes=_max_bytes())
 
 
 def _max_bytes() -> int:
@@ -78,8 +83,7 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
         "register_name": OUTGOING_REGISTER}
     referenced: list[tuple[Any, list[dict[str, Any]]]] = []
     if file is not None:
-        sniff_pdf(file)
-        stored = get_blob_store().put_file(file, max_bytes=_max_bytes())
+        stored = offload_blocking(_store_pdf, file)
         values["file_sha256"] = stored.sha256
         values["file_name"] = (file_name or "document.pdf")[-255:]
         referenced.append((Blob, [blob_row(stored, "application/pdf")]))

@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from tests.conftest import Clients, Env
-from tests.helpers import assert_problem, inbox_item, make_pdf, metadata
+from tests.helpers import assert_problem, inbox_item, listening, make_pdf, metadata
 
 CLERK = "clerk.minhlang"
 
@@ -164,9 +164,7 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
     """What one create-and-send costs PostgreSQL: each statement costs the app a tenth of a
     millisecond or more, so a change that adds one should be a decision, not an accident
     (an autoflush splitting the document's UPDATE in two went unnoticed once)."""
-    from sqlalchemy import event
-
-    from eoffice.db import get_engine, new_session
+    from eoffice.db import new_session
     from eoffice.models import AuditEvent, DocumentRevision
 
     receiver = json.dumps([env.user("clerk.vuthu")["agency_code"]])
@@ -179,14 +177,8 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
     def committed(_conn: object) -> None:
         statements.append("COMMIT")
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "commit", committed)
-    try:
+    with listening(as_user.client, ("before_cursor_execute", before), ("commit", committed)):
         response = _create(as_user, CLERK, receiver, pdf=make_pdf("budget"))
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-        event.remove(engine, "commit", committed)
     assert response.status_code == 201, response.text
     # The request's own transaction; eager tasks (tests) run after its commit.
     first_transaction = statements[:statements.index("COMMIT")]
@@ -209,14 +201,20 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
 
 
 @pytest.mark.parametrize("path", ["create_and_send", "send", "status", "inbox"])
-def test_per_document_calls_take_one_worker_thread_hop(env: Env, as_user: Clients,
-                                                       path: str) -> None:
-    """The calls agency systems make per document run as one unit of work (deps.UnitOfWork):
-    each hop to a worker thread is an anyio task switch and a thread wake-up under the
-    interpreter lock, and the caller, handler and commit as dependencies took three."""
+def test_per_document_calls_run_as_one_unit(env: Env, as_user: Clients, path: str) -> None:
+    """The calls agency systems make per document run as one unit of work (deps.UnitOfWork).
+
+    On PostgreSQL the unit runs on the event loop (no worker thread waits for the
+    interpreter lock) and only the file goes to a worker thread, so the loop serves other
+    requests while it is written and synced; elsewhere the unit takes one hop to a worker
+    thread (the caller, handler and commit as dependencies took three).
+    """
+    import threading
     from unittest import mock
 
     import anyio.to_thread
+
+    from eoffice.blobs.service import LocalBlobStore
 
     receiver = env.user("clerk.vuthu")["agency_code"]
     draft = _create(as_user, CLERK, None)
@@ -235,17 +233,37 @@ def test_per_document_calls_take_one_worker_thread_hop(env: Env, as_user: Client
                                       headers=receiving, json={"code": "03"}),
         "inbox": lambda: client.get("/api/v1/inbox", headers=receiving),
     }
-    real = anyio.to_thread.run_sync
+    real_hop, real_put = anyio.to_thread.run_sync, LocalBlobStore.put_file
     hops: list[object] = []
+    statement_threads: set[int] = set()
+    put_threads: list[int] = []
 
     async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
         hops.append(function)
-        return await real(function, *args, **kwargs)
+        return await real_hop(function, *args, **kwargs)
 
-    with mock.patch.object(anyio.to_thread, "run_sync", counted):
+    def put(store: LocalBlobStore, *args: Any, **kwargs: Any) -> Any:
+        put_threads.append(threading.get_ident())
+        return real_put(store, *args, **kwargs)
+
+    def before(*_: object) -> None:
+        statement_threads.add(threading.get_ident())
+
+    loop_thread = client.portal.call(threading.get_ident)  # type: ignore[union-attr]
+    with mock.patch.object(anyio.to_thread, "run_sync", counted), \
+            mock.patch.object(LocalBlobStore, "put_file", put), \
+            listening(client, ("before_cursor_execute", before)):
         response = calls[path]()
     assert response.status_code < 300, response.text
-    assert len(hops) == 1, hops
+    assert len(put_threads) == (1 if path == "create_and_send" else 0)
+    assert loop_thread not in put_threads
+    if env.backend == "postgres":
+        assert client.app.state.unit_engines  # type: ignore[attr-defined]
+        assert statement_threads == {loop_thread}
+        assert len(hops) == len(put_threads), hops
+    else:
+        assert loop_thread not in statement_threads
+        assert len(hops) == 1, hops
 
 
 def test_register_numbers_print_alike_on_every_path(env: Env, as_user: Clients) -> None:
@@ -285,26 +303,20 @@ def test_times_are_stored_in_utc_whatever_the_servers_time_zone(env: Env,
     """A server set to Vietnam's time zone (likely in a province's data centre) must not
     shift the times a send writes: the columns hold naive UTC, whichever statement
     writes them (ORM, Core, or the numbering statement's text)."""
-    from sqlalchemy import event
-
-    from eoffice.db import get_engine, new_session
+    from eoffice.db import new_session
     from eoffice.models import AuditEvent, Delivery, Document, DocumentRevision, utcnow
 
-    engine = get_engine()
-
-    def vietnam(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("SET TIME ZONE 'Asia/Ho_Chi_Minh'")
+    def vietnam(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'Asia/Ho_Chi_Minh'")
+        cursor.close()
         dbapi_connection.commit()
 
-    engine.dispose()
-    event.listen(engine, "connect", vietnam)
-    try:
+    # On every checkout, on every engine the request may use (its connections are pooled).
+    with listening(as_user.client, ("checkout", vietnam)):
         before = utcnow()
         sent = _create(as_user, CLERK, json.dumps([env.user("clerk.vuthu")["agency_code"]]))
         after = utcnow()
-    finally:
-        event.remove(engine, "connect", vietnam)
-        engine.dispose()
     assert sent.status_code == 201, sent.text
     with new_session() as session:
         document = session.get(Document, sent.json()["id"])
@@ -318,3 +330,25 @@ def test_times_are_stored_in_utc_whatever_the_servers_time_zone(env: Env,
         for stored in (document.created_at, document.issued_at, document.sent_at,
                        document.updated_at, delivery.delivered_at, revision, *audit):
             assert stored is not None and before <= stored <= after, (stored, before, after)
+
+
+@pytest.mark.parametrize("env", ["postgres"], indirect=True)
+def test_an_app_served_from_two_loops_gives_each_loop_its_own_unit_engine(env: Env) -> None:
+    """An asyncio engine's connections belong to the loop that made them: an app served from
+    two event loops at once (two test clients; uvicorn has one per process) keeps one engine
+    per loop, and a loop's engine is disposed when its lifespan ends, not the other's."""
+    from fastapi.testclient import TestClient
+
+    from eoffice.app import create_app
+    from tests.helpers import login
+
+    app = create_app()
+    with TestClient(app) as first:
+        headers = login(first, "clerk.vuthu", env.password("clerk.vuthu"))
+        with TestClient(app) as second:
+            assert len(app.state.unit_engines) == 2
+            assert first.get("/api/v1/inbox", headers=headers).status_code == 200
+            assert second.get("/api/v1/inbox", headers=headers).status_code == 200
+        assert len(app.state.unit_engines) == 1
+        assert first.get("/api/v1/inbox", headers=headers).status_code == 200
+    assert app.state.unit_engines == {}

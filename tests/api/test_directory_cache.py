@@ -5,34 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import event
+from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from tests.conftest import Clients, Env
-from tests.helpers import create_document, send
+from tests.helpers import create_document, listening, send
 
 CLERK = "clerk.tinh"
 RECEIVER = "000.00.12.H58"
 
 
 @contextmanager
-def agency_reads(marker: str = "FROM agencies") -> Iterator[list[str]]:
+def agency_reads(client: TestClient, marker: str = "FROM agencies"
+                 ) -> Iterator[list[str]]:
     """The statements containing `marker` (by default: reading the agencies table) while
-    the block runs."""
-    from eoffice.db import get_engine
-
+    the block runs, on every engine of `client`'s requests."""
     seen: list[str] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_: object) -> None:
         if marker in statement:
             seen.append(statement)
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with listening(client, ("before_cursor_execute", before)):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 def _rename(code: str, name: str, *, commit: bool) -> None:
@@ -58,11 +53,11 @@ def test_the_directory_is_read_again_only_after_an_agency_changed(env: Env,
     first = create_document(client, headers)
     assert send(client, headers, first["id"], [RECEIVER]).status_code == 202
     second = create_document(client, headers)
-    with agency_reads() as reads:
+    with agency_reads(client) as reads:
         sent = send(client, headers, second["id"], [RECEIVER])
     assert sent.status_code == 202, sent.text
     assert reads == []  # routing, numbering and the response used the cached directory
-    with agency_reads("directory_version") as version_reads:
+    with agency_reads(client, "directory_version") as version_reads:
         assert send(client, headers, create_document(client, headers)["id"],
                     [RECEIVER]).status_code == 202
     # Each request read the version once, along with its caller (upload, then send).
@@ -70,7 +65,7 @@ def test_the_directory_is_read_again_only_after_an_agency_changed(env: Env,
     assert all("FROM users" in statement for statement in version_reads)
 
     _rename(RECEIVER, "UBND huyện Đổi Tên", commit=True)
-    with agency_reads() as reads:
+    with agency_reads(client) as reads:
         third = create_document(client, headers)
         response = send(client, headers, third["id"], [RECEIVER])
     assert len(reads) == 1  # the first request after the change read it, the next one not

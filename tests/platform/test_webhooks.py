@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Clients, Env
-from tests.helpers import create_document
+from tests.helpers import create_document, listening
 from tests.platform.receiver import Receiver
 
 SENDER = "clerk.minhlang"
@@ -208,10 +208,6 @@ def test_endpoints_are_read_again_only_after_one_changed(
         env: Env, as_user: Clients, receiver: Receiver) -> None:
     """Every status change asks for the endpoints of the agencies it concerns; the answer is
     cached per process behind a version that each endpoint write moves."""
-    from sqlalchemy import event
-
-    from eoffice.db import get_engine
-
     reads: list[str] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_: object) -> None:
@@ -219,9 +215,7 @@ def test_endpoints_are_read_again_only_after_one_changed(
         if "WHERE webhook_endpoints.active" in statement:
             reads.append(statement)
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with listening(as_user.client, ("before_cursor_execute", before)):
         _send(env, as_user)
         reads.clear()
         _send(env, as_user)
@@ -230,8 +224,6 @@ def test_endpoints_are_read_again_only_after_one_changed(
         reads.clear()
         _send(env, as_user)
         assert len(reads) == 1, "the first send after a change reads them once"
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
     history = as_user.client.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries",
                                  headers=as_user.headers(RECEIVER)).json()
     assert history["total"] == 1, "the new endpoint got the arrival that followed it"
