@@ -46,10 +46,13 @@ def engine_for(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, **_POOL)
+    return create_engine(url, **_pool_options())
 
 
-_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+def _pool_options() -> dict[str, Any]:
+    settings = get_settings()
+    return {"pool_pre_ping": True, "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow}
 
 
 def unit_engine_for(url: str) -> AsyncEngine | None:
@@ -57,12 +60,12 @@ def unit_engine_for(url: str) -> AsyncEngine | None:
     that run on the event loop (deps.UnitOfWork); None for other databases.
 
     Made and disposed by the application's lifespan, on its event loop: its connections
-    belong to that loop. The sync engine stays for everything else (its pool and this one's
-    together hold at most twice `pool_size + max_overflow` connections per API process).
+    belong to that loop. The sync engine stays for everything else: an API process holds
+    at most twice EOFFICE_DB_POOL_SIZE + EOFFICE_DB_MAX_OVERFLOW connections.
     """
     if make_url(url).drivername != "postgresql+psycopg":
         return None
-    return create_async_engine(url, **_POOL)
+    return create_async_engine(url, **_pool_options())
 
 
 def offload_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

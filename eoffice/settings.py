@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("var")
     database_url: str = ""
+    # Connections per engine. On PostgreSQL an API process has two engines (its request
+    # threads' and its event loop's, see db.unit_engine_for): up to twice pool + overflow.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
     broker_url: str = ""
     blob_dir: Path | None = None
     secret_key: str = ""

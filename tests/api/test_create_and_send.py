@@ -352,3 +352,29 @@ def test_an_app_served_from_two_loops_gives_each_loop_its_own_unit_engine(env: E
         assert len(app.state.unit_engines) == 1
         assert first.get("/api/v1/inbox", headers=headers).status_code == 200
     assert app.state.unit_engines == {}
+
+
+@pytest.mark.parametrize("env", ["postgres"], indirect=True)
+def test_both_engines_take_their_pool_size_from_the_settings(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API process on PostgreSQL holds two pools (request threads, event loop): both are
+    sized by EOFFICE_DB_POOL_SIZE and EOFFICE_DB_MAX_OVERFLOW, which the compose file sets
+    against PostgreSQL's max_connections."""
+    from eoffice.db import engine_for, unit_engine_for
+    from eoffice.settings import get_settings
+
+    monkeypatch.setenv("EOFFICE_DB_POOL_SIZE", "3")
+    monkeypatch.setenv("EOFFICE_DB_MAX_OVERFLOW", "2")
+    get_settings.cache_clear()
+    engine_for.cache_clear()
+    try:
+        url = get_settings().database_url
+        unit = unit_engine_for(url)
+        assert unit is not None
+        for pool in (engine_for(url).pool, unit.sync_engine.pool):
+            assert pool.size() == 3  # type: ignore[attr-defined]
+            assert pool._max_overflow == 2  # type: ignore[attr-defined]
+    finally:
+        engine_for(get_settings().database_url).dispose()
+        get_settings.cache_clear()
+        engine_for.cache_clear()

@@ -133,3 +133,13 @@ def test_dockerfile_is_consistent() -> None:
     for path in ("eoffice", "workers", "migrations", "alembic.ini", "uv.lock", "certs"):
         assert (ROOT / path).exists(), path
     assert "USER eoffice" in dockerfile, "the service does not run as root"
+
+
+def test_postgres_admits_the_api_replicas_connections(compose: dict[str, Any]) -> None:
+    """Each api process holds up to two pools (see eoffice.db.unit_engine_for): PostgreSQL's
+    max_connections must admit several replicas of it beside the workers."""
+    env = compose["services"]["api"]["environment"]
+    per_api = 2 * (int(env["EOFFICE_DB_POOL_SIZE"]) + int(env["EOFFICE_DB_MAX_OVERFLOW"]))
+    command = compose["services"]["postgres"]["command"]
+    allowed = int(command[command.index("-c") + 1].removeprefix("max_connections="))
+    assert allowed >= 4 * per_api + 50, (allowed, per_api)
