@@ -143,3 +143,17 @@ def test_postgres_admits_the_api_replicas_connections(compose: dict[str, Any]) -
     command = compose["services"]["postgres"]["command"]
     allowed = int(command[command.index("-c") + 1].removeprefix("max_connections="))
     assert allowed >= 4 * per_api + 50, (allowed, per_api)
+
+
+def test_the_image_installs_what_the_event_loop_units_need() -> None:
+    """The image installs the locked runtime dependencies only (--no-dev). The units of work
+    on PostgreSQL run in greenlets (SQLAlchemy's asyncio extension), and greenlet came in
+    only through a dev tool (playwright) before sqlalchemy[asyncio] was asked for."""
+    import tomllib
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {package["name"]: package for package in lock["package"]}
+    runtime = packages["eoffice"]["dependencies"]
+    assert {"name": "sqlalchemy", "extra": ["asyncio"]} in runtime
+    greenlet_for = packages["sqlalchemy"]["optional-dependencies"]["asyncio"]
+    assert any(dependency["name"] == "greenlet" for dependency in greenlet_for)
