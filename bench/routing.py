@@ -2,9 +2,9 @@
 #   the bench's blob store kept between runs (see bench_blob_dir): baseline 850-1146/s;
 #   sending 141-247/s from one agency's clerk (0.16-0.22, target 0.25: NOT met), 178-250/s
 #   from the clerks of 8 agencies (0.20-0.22). CPU ms per document: api 3.3-5.7, worker
-#   1.3-1.9, postgres 1.4-2.3, client 0.7-1.3. Fan-out 0.067-0.075 s (met). At the session's
+#   1.3-1.9, postgres 1.4-2.3, client 0.7-1.3. Fan-out 0.054-0.075 s (met). At the session's
 #   start: 1023/s against 183/s (0.179) and 179/s (0.175). bench/api_ab.py, thread unit
-#   against loop unit: API CPU 0.90-0.96, PostgreSQL 0.88-0.93.
+#   against loop unit (five runs): API CPU 0.88-0.96, PostgreSQL 0.88-0.93.
 # Session 7 (2026-11-27, another machine: baseline 915-1180 inserts/s), --seconds 8-10:
 #   sending 155-230 documents/s from one agency's clerk (0.14-0.20, target 0.25: NOT met),
 #   180-245/s from the clerks of 8 agencies (0.17-0.24), 106-154/s in two requests. CPU ms

@@ -97,7 +97,7 @@ class UnitOfWork:
 
     bench/api_ab.py: the worker-thread unit against three hops (SessionDep, CurrentPrincipal,
     a sync handler): API CPU per sent document 4.38 -> 4.01 and 4.30 -> 3.97 ms. The unit on
-    the event loop against the worker-thread unit, four runs: API CPU 0.90-0.96, PostgreSQL
+    the event loop against the worker-thread unit, five runs: API CPU 0.88-0.96, PostgreSQL
     0.88-0.93 (perf had shown a fifth of the API's CPU in futex calls and context switches
     between the loop and the unit threads).
     """
