@@ -62,8 +62,9 @@ Measures, in one run and against the same PostgreSQL server:
 Targets: sending >= 25% of the baseline rate; a 100-receiver send visible in < 1 s.
 
 Environment: EOFFICE_BENCH_DATABASE_URL (a PostgreSQL server; a scratch database is created
-and dropped, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and
-EOFFICE_BENCH_BROKER_URL (default redis://127.0.0.1:6379/14, flushed).
+and dropped, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres),
+EOFFICE_BENCH_BROKER_URL (default redis://127.0.0.1:6379/14, flushed) and
+EOFFICE_BENCH_BLOB_DIR (the blob store, kept between runs; see bench_blob_dir).
 """
 
 from __future__ import annotations
