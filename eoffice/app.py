@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -108,25 +107,10 @@ class RequestContextMiddleware:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The event loop's own database engine for the units of work (deps.UnitOfWork): made
-    on the loop that serves requests, disposed there when the server stops. Kept per loop:
-    an app served from two loops at once (two test clients) gives each its own."""
-    from eoffice.db import unit_engine_for
+    from eoffice.deps import serve_units
 
-    engine = unit_engine_for(get_settings().database_url)
-    if engine is None:
+    async with serve_units(app):
         yield
-        return
-    loop = asyncio.get_running_loop()
-    if not hasattr(app.state, "unit_engines"):
-        app.state.unit_engines = {}
-    engines: dict[asyncio.AbstractEventLoop, Any] = app.state.unit_engines
-    engines[loop] = engine
-    try:
-        yield
-    finally:
-        engines.pop(loop, None)
-        await engine.dispose()
 
 
 def create_app() -> FastAPI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar, cast
 
 import anyio
@@ -15,8 +16,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import Session
 
-from eoffice.db import new_session
+from eoffice.db import new_session, unit_engine_for
 from eoffice.errors import ServiceUnavailable, Unauthenticated
+from eoffice.settings import get_settings
 from eoffice.users.service import Principal, principal_from_token
 
 T = TypeVar("T")
@@ -137,7 +139,7 @@ class UnitOfWork:
 
 
 def unit_engine(app: Any) -> AsyncEngine | None:
-    """The engine the app's lifespan made for the running event loop, if any."""
+    """The engine serve_units made for the running event loop, if any."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not on asyncio (trio)
@@ -145,6 +147,33 @@ def unit_engine(app: Any) -> AsyncEngine | None:
     engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = getattr(
         app.state, "unit_engines", {})
     return engines.get(loop)
+
+
+def _unit_engines(app: Any) -> dict[asyncio.AbstractEventLoop, AsyncEngine]:
+    if not hasattr(app.state, "unit_engines"):
+        app.state.unit_engines = {}
+    engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = app.state.unit_engines
+    return engines
+
+
+@asynccontextmanager
+async def serve_units(app: Any) -> AsyncIterator[None]:
+    """The running loop's own engine for the units of work while the app serves (its
+    lifespan): made on the loop, whose connections it holds, disposed there at the end.
+    Kept per loop: an app served from two loops at once (two test clients) gives each its
+    own. No engine where the database has no asyncio driver (SQLite)."""
+    engine = unit_engine_for(get_settings().database_url)
+    if engine is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    engines = _unit_engines(app)
+    engines[loop] = engine
+    try:
+        yield
+    finally:
+        engines.pop(loop, None)
+        await engine.dispose()
 
 
 async def get_unit_of_work(request: Request,

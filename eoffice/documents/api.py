@@ -131,6 +131,13 @@ def _upload_digest(upload: UploadFile | None) -> str:
     return digest.hexdigest()
 
 
+def _upload_digests(file: UploadFile, attachments: list[UploadFile]) -> dict[str, Any]:
+    """The uploads' part of the idempotency hash (files read in one go: one hop off the
+    event loop for all of them)."""
+    return {"file": _upload_digest(file),
+            "attachments": [(a.filename, _upload_digest(a)) for a in attachments]}
+
+
 @router.post("/documents", status_code=201, response_model=DocumentOut,
              responses={201: {"description": "the document (sent if recipients were given)"}})
 async def create_document(unit: UnitOfWorkDep,
@@ -163,9 +170,7 @@ def _create_document(session: Session, principal: Principal, metadata: str, file
     if idempotency_key is not None:
         body_hash = idempotency.request_hash({
             "metadata": metadata, "recipients": targets,
-            "file": offload_blocking(_upload_digest, file),
-            "attachments": [(a.filename, offload_blocking(_upload_digest, a))
-                            for a in attachments or []]})
+            **offload_blocking(_upload_digests, file, attachments or [])})
         stored = idempotency.claim(session, principal.key, "create", idempotency_key,
                                    body_hash)
         if stored is not None:
