@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from asn1crypto import x509
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from eoffice.audit.service import record
@@ -38,7 +39,7 @@ from eoffice.models import (
     VerificationReport,
     utcnow,
 )
-from eoffice.rows import insert_rows
+from eoffice.rows import insert_rows, update_rows
 from eoffice.settings import get_settings
 from eoffice.trust import service as trust
 from eoffice.users.service import Principal
@@ -211,18 +212,29 @@ def _revision_ids(session: Session, documents: list[Document]) -> dict[int, int]
     return found
 
 
-def _apply_verdict(session: Session, delivery: Delivery, row: VerificationReport,
-                   actor: str = "system") -> None:
-    previous = delivery.verification_indication
-    delivery.verification_indication = row.indication
-    delivery.verification_report_id = row.id
-    delivery.updated_at = utcnow()
-    session.add(delivery)
-    if previous != row.indication:
-        record(session, actor=actor, action="verification.delivery_verdict",
-               object_type="delivery", object_id=delivery.id, agency_id=delivery.recipient_id,
-               data={"document_id": delivery.document_id, "report_id": row.id,
-                     "indication": row.indication, "previous": previous})
+def _apply_verdicts(session: Session, verdicts: list[tuple[Delivery, VerificationReport]],
+                    actor: str = "system") -> None:
+    """Give each delivery its report's verdict: one UPDATE for all of them (the ORM's flush
+    sent one per delivery), the loaded objects updated in place, and an audit entry for
+    each verdict that changed."""
+    if not verdicts:
+        return
+    now = utcnow()
+    rows = []
+    for delivery, row in verdicts:
+        previous = delivery.verification_indication
+        for name, value in (("verification_indication", row.indication),
+                            ("verification_report_id", row.id), ("updated_at", now)):
+            set_committed_value(delivery, name, value)
+        rows.append({"id": delivery.id, "verification_indication": row.indication,
+                     "verification_report_id": row.id, "updated_at": now})
+        if previous != row.indication:
+            record(session, actor=actor, action="verification.delivery_verdict",
+                   object_type="delivery", object_id=delivery.id,
+                   agency_id=delivery.recipient_id,
+                   data={"document_id": delivery.document_id, "report_id": row.id,
+                         "indication": row.indication, "previous": previous})
+    update_rows(session, Delivery, rows)
 
 
 def _reusable(session: Session, documents: list[Document], state: str
@@ -303,10 +315,8 @@ def _arrival_plans(session: Session, work: list[tuple[Document, list[Delivery]]]
     fresh = [(document, pending) for document, pending in work
              if document.id not in reusable]
     revisions = _revision_ids(session, [document for document, _ in fresh])
-    for document, pending in work:
-        if document.id in reusable:
-            for delivery in pending:
-                _apply_verdict(session, delivery, reusable[document.id])
+    _apply_verdicts(session, [(delivery, reusable[document.id]) for document, pending in work
+                              if document.id in reusable for delivery in pending])
     roots_der = [c.dump() for c in roots]
     return [CheckPlan(blob_sha256=document.file_sha256 or "",
                       file_name=document.file_name or "document.pdf", trust_state=state,
@@ -359,6 +369,7 @@ def store_checks(session: Session, checks: list[tuple[CheckPlan, dict[str, Any]]
                        delivery_id=plan.delivery_ids[0] if len(plan.delivery_ids) == 1
                        else None)
         for plan, report in checks])
+    verdicts: list[tuple[Delivery, VerificationReport]] = []
     for (plan, _), row in zip(checks, rows, strict=True):
         document = documents.get(plan.document_id) if plan.document_id else None
         _record_report(session, row, actor="system",
@@ -366,13 +377,13 @@ def store_checks(session: Session, checks: list[tuple[CheckPlan, dict[str, Any]]
         # A newer file may have replaced the checked one meanwhile: its own check decides.
         if document is None or document.file_sha256 != plan.blob_sha256:
             continue
-        for delivery_id in plan.delivery_ids:
-            if (delivery := deliveries.get(delivery_id)) is not None:
-                _apply_verdict(session, delivery, row)
+        verdicts += [(delivery, row) for delivery_id in plan.delivery_ids
+                     if (delivery := deliveries.get(delivery_id)) is not None]
         # The exchange-rate figures count documents whose signature conforms: a verdict
         # that says so updates them now rather than at the next reconciliation.
         if signature_conformant(row.indication, row.report):
             enqueue_document(session, document.id or 0)
+    _apply_verdicts(session, verdicts)
     return [row.id for row in rows]
 
 

@@ -68,6 +68,33 @@ def test_expired_and_forged_tokens_are_refused(env: Env, as_user: Clients) -> No
         assert_problem(as_user.client.get(path), 401)
 
 
+def test_a_token_checked_once_still_expires_and_a_tampered_copy_is_refused(
+        env: Env, as_user: Clients) -> None:
+    """The API remembers tokens whose signature it has checked (users.service): the
+    memory must never outlive the expiry, nor vouch for a token that differs by a byte."""
+    import time
+
+    from eoffice.settings import get_settings
+
+    issued = as_user.client.post("/api/v1/auth/token", data={
+        "username": "clerk.tinh", "password": env.password("clerk.tinh")}).json()["access_token"]
+    # The same claims, valid for two more seconds.
+    claims = {**jwt.decode(issued, options={"verify_signature": False}),
+              "exp": int(time.time()) + 2}
+    token = jwt.encode(claims, get_settings().signing_secret(), "HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    for path in ("/api/v1/me", "/api/v1/inbox"):
+        assert as_user.client.get(path, headers=headers).status_code == 200  # remembered
+    header, body, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for tampered in (f"{header}.{body}.{flipped}", f"{header}.{body}x.{signature}"):
+        assert_problem(as_user.client.get(
+            "/api/v1/me", headers={"Authorization": f"Bearer {tampered}"}), 401)
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.05)
+    for path in ("/api/v1/me", "/api/v1/inbox"):
+        assert_problem(as_user.client.get(path, headers=headers), 401)
+
+
 def test_tokens_are_short_lived(env: Env, as_user: Clients) -> None:
     response = as_user.client.post("/api/v1/auth/token", data={
         "username": "clerk.tinh", "password": env.password("clerk.tinh")}).json()
