@@ -1,8 +1,8 @@
-# Session 9 (2026-11-27, a slower day: baseline 389-617/s), --seconds 10 (one run 30):
-#   sending 87-132/s from one agency's clerk (0.19-0.23, target 0.25: NOT met), 103-132/s
-#   from the clerks of 8 agencies (0.21-0.29; 0.25 or more in 1 run of 6). CPU ms per
-#   document: api 6.0-9.0, worker 2.5-4.1, postgres 2.4-3.8, client 1.5-2.2 (all scale with
-#   the machine's speed). Fan-out 0.083-0.134 s (met). At the session's start: 605/s against
+# Session 9 (2026-11-27, a slower day: baseline 284-617/s), --seconds 10 (one run 30):
+#   sending 60-132/s from one agency's clerk (0.17-0.23, target 0.25: NOT met), 65-132/s
+#   from the clerks of 8 agencies (0.19-0.29; 0.25 or more in 1 run of 9). CPU ms per
+#   document: api 6.0-13.0, worker 2.5-6.1, postgres 2.4-4.9, client 1.5-3.5 (all scale
+#   with the machine's speed). Fan-out 0.083-0.143 s (met). At the session's start: 605/s against
 #   132/s (0.218) and 136/s (0.225).
 # Session 8 (2026-11-27, same machine), --seconds 10: units of work on the event loop and
 #   the bench's blob store kept between runs (see bench_blob_dir): baseline 850-1146/s;
