@@ -37,25 +37,30 @@ GENESIS = "0" * 64
 log = logging.getLogger(__name__)
 
 
-def _canonical(event: Any) -> bytes:
-    """The hashed form of an entry (an AuditEvent or a row with the same names)."""
+def _canonical(entry: Any, seq: int | None, prev_hash: str | None) -> bytes:
+    """The hashed form of an entry (an AuditEvent or a row with its columns) placed at `seq`
+    after `prev_hash`."""
     body = {
-        "seq": event.seq,
-        "prev": event.prev_hash,
-        "at": event.at.isoformat(timespec="microseconds"),
-        "actor": event.actor,
-        "agency_id": event.agency_id,
-        "action": event.action,
-        "object_type": event.object_type,
-        "object_id": event.object_id,
-        "data": event.data or {},
+        "seq": seq,
+        "prev": prev_hash,
+        "at": entry.at.isoformat(timespec="microseconds"),
+        "actor": entry.actor,
+        "agency_id": entry.agency_id,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "data": entry.data or {},
     }
     return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str).encode()
 
 
-def entry_hash(event: Any) -> str:
-    return hashlib.sha256(_canonical(event)).hexdigest()
+def entry_hash(event: AuditEvent) -> str:
+    return _hash_at(event, event.seq, event.prev_hash)
+
+
+def _hash_at(entry: Any, seq: int | None, prev_hash: str | None) -> str:
+    return hashlib.sha256(_canonical(entry, seq, prev_hash)).hexdigest()
 
 
 _PENDING = "eoffice_audit_pending"
@@ -147,9 +152,8 @@ def seal(session: Session, limit: int = 5000, wait: bool = True) -> int:
     chained = []
     for entry in pending:
         seq += 1
-        placed = _Placed(seq, prev, entry)
         chained.append({"id": entry.id, "seq": seq, "prev_hash": prev,
-                        "hash": (prev := entry_hash(placed))})
+                        "hash": (prev := _hash_at(entry, seq, prev))})
     update_rows(session, AuditEvent, chained)
     return len(pending)
 
@@ -160,18 +164,6 @@ _PENDING_ENTRIES = (sa_select(_events.c.id, _events.c.at, _events.c.actor, _even
                               _events.c.data)
                     .where(_events.c.seq.is_(None)).order_by(_events.c.id)
                     .limit(bindparam("limit")))
-
-
-class _Placed:
-    """An unsealed entry's row with the chain position it is being given (for _canonical)."""
-
-    __slots__ = ("seq", "prev_hash", "_row")
-
-    def __init__(self, seq: int, prev_hash: str, row: Any) -> None:
-        self.seq, self.prev_hash, self._row = seq, prev_hash, row
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._row, name)
 
 
 def unsealed_count(session: Session) -> int:

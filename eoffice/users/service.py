@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -131,45 +129,33 @@ def principal_from_token(session: Session, token: str) -> Principal:
     row = session.execute(_caller_query(len(VersionedCache.registry)),
                           {"user_id": int(payload.get("sub", 0))}).first()
     if row is None or not row.is_active or payload.get("ver") != row.token_version:
-        raise Unauthenticated("invalid or expired token",
-                              detail_vi="Phiên đăng nhập không hợp lệ hoặc đã hết hạn")
+        raise Unauthenticated("invalid or expired token", detail_vi=_BAD_TOKEN_VI)
     note_versions_from(session, row)
     return _user_principal(row, row.agency_code)
 
 
-# Token -> its verified claims. The signature check of a given string under a given secret
-# never changes its answer, and an agency system sends the same token with every call: PyJWT
-# re-checking it was 4% of the API's CPU per create-and-send (py-spy --gil). Only the expiry
-# moves with time, so it is checked on every call; bounded, evicted oldest first.
-_VERIFIED_TOKENS: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-_VERIFIED_TOKENS_MAX = 4096
-_verified_lock = threading.Lock()
+_BAD_TOKEN_VI = "Phiên đăng nhập không hợp lệ hoặc đã hết hạn"
 
 
 def _verified_claims(token: str, secret: str) -> dict[str, Any]:
     """The token's claims if its signature holds under `secret` and it has not expired."""
-    key = (secret, token)
-    with _verified_lock:
-        claims = _VERIFIED_TOKENS.get(key)
-    if claims is None:
-        try:
-            claims = jwt.decode(token, secret, algorithms=["HS256"],
-                                options={"require": ["exp", "sub"]})
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated("invalid or expired token", detail_vi=_BAD_TOKEN_VI) from exc
-        with _verified_lock:
-            _VERIFIED_TOKENS[key] = claims
-            if len(_VERIFIED_TOKENS) > _VERIFIED_TOKENS_MAX:
-                _VERIFIED_TOKENS.popitem(last=False)
+    try:
+        claims = _signed_claims(token, secret)
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("invalid or expired token", detail_vi=_BAD_TOKEN_VI) from exc
     # As PyJWT decides it (no leeway): expired once `exp` is not after now.
     if int(claims["exp"]) <= time.time():
-        with _verified_lock:
-            _VERIFIED_TOKENS.pop(key, None)
         raise Unauthenticated("invalid or expired token", detail_vi=_BAD_TOKEN_VI)
     return claims
 
 
-_BAD_TOKEN_VI = "Phiên đăng nhập không hợp lệ hoặc đã hết hạn"
+# The signature check of a given string under a given secret never changes its answer, and
+# an agency system sends the same token with every call: PyJWT re-checking it was 4% of the
+# API's CPU per create-and-send (py-spy --gil). Only the expiry moves with time, so
+# _verified_claims checks it on every call. A failed check raises and is not remembered.
+@lru_cache(maxsize=4096)
+def _signed_claims(token: str, secret: str) -> dict[str, Any]:
+    return jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
 
 
 @lru_cache(maxsize=4)
