@@ -1,3 +1,8 @@
+# Session 10 (2026-11-27), --seconds 10, three runs: baseline 537-590/s; sending 0.205-0.219
+#   from one agency's clerk (target 0.25: NOT met), 0.208-0.233 from 8 agencies; with the
+#   workers paused 0.237-0.249 (API 6.8-7.0 ms CPU per document, 93-96% of a core). Drains
+#   (now until the workers are idle): 0.23-0.35 s after sending, 2.0-2.3 s after the paused
+#   phase. Fan-out median 0.08 s (met).
 # Session 9 (2026-11-27, a slower day: baseline 284-617/s), --seconds 10 (one run 30):
 #   sending 60-132/s from one agency's clerk (0.17-0.23, target 0.25: NOT met), 65-132/s
 #   from the clerks of 8 agencies (0.19-0.29; 0.25 or more in 1 run of 9). CPU ms per
@@ -63,6 +68,10 @@ Measures, in one run and against the same PostgreSQL server:
     client processes is printed too;
   * upload floor (a diagnostic): the sending request, unchanged, into a bare endpoint that
     inserts one row: what the request's shape and form parsing cost by themselves;
+  * workers paused (a diagnostic): one agency's sending again with the worker processes
+    stopped (SIGSTOP) and their tasks left in the broker, then resumed and drained: the
+    rate the API, PostgreSQL and the client reach on the two cores without the workers'
+    share, which bounds what cheaper tasks could add to the sending figure;
   * fan-out latency: from the start of a send to 100 receivers until all 100 deliveries are in
     the receivers' inboxes (status 01), several rounds.
 Targets: sending >= 25% of the baseline rate; a 100-receiver send visible in < 1 s.
@@ -81,6 +90,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -335,7 +345,7 @@ def scratch_installation(extra_communes: int = 0) -> Iterator[Scratch]:
 
     server = os.environ.get("EOFFICE_BENCH_DATABASE_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    broker = os.environ.get("EOFFICE_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+    broker = bench_broker_url()
     redis.Redis.from_url(broker).flushdb()
     workdir = Path(tempfile.mkdtemp(prefix="eoffice-bench-"))
     data_dir = workdir / "data"
@@ -385,25 +395,50 @@ def run_processes(args: argparse.Namespace, scratch: Scratch) -> dict[str, Any]:
             stop(process)
 
 
+def bench_broker_url() -> str:
+    return os.environ.get("EOFFICE_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+def broker_backlog(client: Any) -> int:
+    """Messages waiting in the broker's queues or taken by a worker and not yet acknowledged
+    (tasks acknowledge late, after they ran): zero once the workers are idle."""
+    waiting = sum(int(client.llen(key)) for key in client.scan_iter(match="*", _type="list"))
+    return waiting + int(client.hlen("unacked"))
+
+
 def drain_queues(url: str, limit: float = 600.0) -> float:
-    """Wait until the workers have caught up with earlier sends (fan-outs and their status
-    notifications); returns how long that took."""
+    """Wait until the workers have caught up with earlier sends: fan-outs and their status
+    notifications done, every outbox row published, no task waiting in the broker or
+    running (arrival checks, statistics and audit sealing included); returns how long that
+    took."""
+    import redis
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
+    broker = redis.Redis.from_url(bench_broker_url())
     began = time.monotonic()
+    idle_since: float | None = None
     try:
         while time.monotonic() - began < limit:
             with engine.connect() as conn:
                 busy = conn.execute(text(
                     "SELECT (SELECT count(*) FROM deliveries WHERE transport_status <> "
                     "'delivered') + (SELECT count(*) FROM delivery_events WHERE code IS NOT "
-                    "NULL AND notified_at IS NULL)")).scalar()
-            if not busy:
-                return time.monotonic() - began
+                    "NULL AND notified_at IS NULL) + (SELECT count(*) FROM outbox WHERE "
+                    "published_at IS NULL)")).scalar()
+            busy = int(busy or 0) + broker_backlog(broker)
+            now = time.monotonic()
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            # Idle twice in a row: a task that just finished may have a follow-up to publish.
+            elif now - idle_since >= 0.2:
+                return idle_since - began
             time.sleep(0.1)
     finally:
         engine.dispose()
+        broker.close()
     raise RuntimeError(f"queues did not drain in {limit:.0f} s")
 
 
@@ -498,6 +533,19 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
     floor_n, floor_t = hammer(args.seconds, args.clients, upload_floor)
     floor_rate = floor_n / floor_t
     floor_cpu = per_item(floor_before, cpu_seconds(groups), floor_n)
+    # Workers paused (a diagnostic): send_one while the worker processes are stopped, their
+    # tasks waiting in the broker. What the API, PostgreSQL and the client reach without the
+    # workers' share of the two cores: the most that making the workers cheaper could give.
+    drain_queues(url)
+    os.killpg(groups["worker"], signal.SIGSTOP)
+    try:
+        paused_before = cpu_seconds(groups)
+        paused_n, paused_t = hammer(args.seconds, args.clients, send_one)
+        paused_cpu = per_item(paused_before, cpu_seconds(groups), paused_n)
+    finally:
+        os.killpg(groups["worker"], signal.SIGCONT)
+    paused_rate = paused_n / paused_t
+    paused_drain_s = drain_queues(url)
     print(f"baseline {base_rate:.1f}/s, sending {send_rate:.1f} documents/s (one request), "
           f"{two_rate:.1f}/s (two requests); CPU ms per item: "
           f"baseline {per_item(before, middle, base_n)}, "
@@ -555,6 +603,10 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
         "upload_floor_vs_baseline": round(floor_rate / base_rate, 3),
         "cpu_ms_per_upload_floor": floor_cpu,
         "send_backlog_drain_s": round(backlog_s, 2),
+        "workers_paused_sent_per_s": round(paused_rate, 1),
+        "workers_paused_vs_baseline": round(paused_rate / base_rate, 3),
+        "cpu_ms_per_document_workers_paused": paused_cpu,
+        "workers_paused_backlog_drain_s": round(paused_drain_s, 2),
         "fanout_notifications_drain_s": [round(x, 2) for x in drains],
         "clients": args.clients, "seconds": args.seconds, "worker_processes": args.concurrency,
         "api_processes": args.api_processes,
