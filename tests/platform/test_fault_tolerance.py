@@ -331,6 +331,57 @@ def test_database_outage_gives_503_stores_nothing_and_recovers(
         proxy.cut()
 
 
+def _terminate_backend(env: Env, pid: int) -> None:
+    """What a database restart or an administrator does to a pooled connection's backend:
+    PostgreSQL sends its FATAL notice and closes the socket."""
+    admin = create_engine(env.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+            wait_for(lambda: not conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).scalar(),
+                timeout=10, message="the backend is gone")
+    finally:
+        admin.dispose()
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(pg_env: Env) -> None:
+    """After a restart or a terminated backend, the next checkout from either engine (the
+    sync one of threads and tasks, the asyncio one of the units of work) takes a working
+    connection: pre-ping finds the dead one and the pool replaces it, so no caller sees
+    the error."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from eoffice.db import engine_for, unit_engine_for
+
+    engine = engine_for.__wrapped__(pg_env.database_url)  # a pool of its own
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        _terminate_backend(pg_env, int(first or 0))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != first
+    finally:
+        engine.dispose()
+
+    async def through_the_unit_engine() -> None:
+        unit_engine = unit_engine_for(pg_env.database_url)
+        assert isinstance(unit_engine, AsyncEngine)
+        try:
+            async with unit_engine.connect() as conn:
+                first = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            _terminate_backend(pg_env, int(first or 0))
+            async with unit_engine.connect() as conn:
+                second = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            assert second != first
+        finally:
+            await unit_engine.dispose()
+
+    asyncio.run(through_the_unit_engine())
+
+
 def test_same_idempotency_key_twice_at_once_sends_once(pg_env: Env) -> None:
     from eoffice.app import create_app
 
