@@ -432,7 +432,7 @@ def drain_queues(url: str, limit: float = 600.0) -> float:
                 idle_since = None
             elif idle_since is None:
                 idle_since = now
-            # Idle twice in a row: a task that just finished may have a follow-up to publish.
+            # Idle for 0.2 s: a task that has just finished may still publish a follow-up.
             elif now - idle_since >= 0.2:
                 return idle_since - began
             time.sleep(0.1)
