@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from eoffice.errors import AppError, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
+from eoffice.errors import AppError, PayloadTooLarge, ServiceUnavailable, ValidationFailed
 from eoffice.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
 from eoffice.observability import new_request_id, set_request_id
 from eoffice.settings import get_settings
@@ -91,7 +91,7 @@ class RequestContextMiddleware:
 
         try:
             length = headers.get("content-length")
-            if length and length.isdigit() and int(length) > self.max_body:
+            if length and length.isascii() and length.isdigit() and int(length) > self.max_body:
                 response = _problem(Request(scope), PayloadTooLarge(
                     f"request body larger than {self.max_body} bytes",
                     detail_vi="Dữ liệu gửi lên vượt quá dung lượng cho phép"))
@@ -146,13 +146,6 @@ def create_app() -> FastAPI:
                                                                          "HTTP error")
         error.type_slug = f"http-{exc.status_code}"
         return _problem(request, error)
-
-    @app.exception_handler(OverflowError)
-    async def _id_out_of_range(request: Request, exc: OverflowError) -> Response:
-        # SQLite cannot bind an integer beyond 64 bits: an id that large names nothing.
-        if any(part.isdigit() and int(part) > 2**63 - 1 for part in request.url.path.split("/")):
-            return _problem(request, NotFound("not found", detail_vi="Không tìm thấy"))
-        return await _unexpected(request, exc)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> Response:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from eoffice.db import new_session, unit_engine_for
 from eoffice.errors import ServiceUnavailable, Unauthenticated
+from eoffice.models import ROW_ID_MAX
 from eoffice.settings import get_settings
 from eoffice.users.service import Principal, principal_from_token
 
@@ -190,3 +191,13 @@ def _credential(request: Request, token: str | None) -> str:
 
 
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+# A number in a path beyond the tables' keys (models.ROW_ID_MAX) names no row: bounded
+# here it is a 422 naming the parameter, not the driver's overflow deep in a query
+# (SQLite's "Python int too large to convert", a 500; found by Schemathesis).
+RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="a row's key")]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)]
+# Paging, bounded for the same reason: an offset past the rows is an empty page, one past
+# 64 bits an overflow in SQLite's driver.
+PageOffset = Annotated[int, Query(ge=0, le=10_000_000)]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]

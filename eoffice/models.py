@@ -37,6 +37,10 @@ def new_uuid() -> str:
     return uuid.uuid4().hex
 
 
+# The tables' serial keys are INTEGER (int4 on PostgreSQL): no row has a larger key.
+ROW_ID_MAX = 2**31 - 1
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC (SQLite keeps no offset) and always returns aware UTC."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from eoffice.models import utcnow
@@ -37,4 +37,29 @@ def next_working_day(day: date) -> date:
 
 def local_midnight_utc(day: date) -> datetime:
     """The UTC instant at which a Vietnam calendar day starts."""
-    return datetime.combine(day, datetime.min.time(), VIETNAM).astimezone(ZoneInfo("UTC"))
+    return day_start_utc(day, VIETNAM)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def day_start_utc(day: date, zone: tzinfo = VIETNAM) -> datetime:
+    """The UTC instant at which `day` starts in `zone`.
+
+    A filter from 0001-01-01 starts before the first UTC instant a datetime can hold in
+    Vietnam time: it means no lower bound, not an OverflowError (a 500 that Schemathesis
+    found in the inbox's date filter).
+    """
+    try:
+        return datetime.combine(day, time.min, zone).astimezone(UTC)
+    except OverflowError:
+        return _EARLIEST if day.year == date.min.year else _LATEST
+
+
+def day_end_utc(day: date, zone: tzinfo = VIETNAM) -> datetime:
+    """The UTC instant at which the day after `day` starts in `zone`: the exclusive end of
+    a filter to `day` inclusive (to 9999-12-31 means no upper bound)."""
+    if day == date.max:
+        return _LATEST
+    return day_start_utc(day + timedelta(days=1), zone)

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from eoffice.audit import service
 from eoffice.audit.schemas import AuditEventOut, AuditPage, ChainCheckOut
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, PageOffset, RowId, SessionDep
 from eoffice.errors import ValidationFailed
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -41,7 +41,7 @@ def _filters(session: SessionDep, principal: CurrentPrincipal, from_: date | Non
 def list_events(session: SessionDep, principal: CurrentPrincipal, from_: FromDate = None,
                 to: ToDate = None, action: Action = None, object_type: ObjectType = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> AuditPage:
+                offset: PageOffset = 0) -> AuditPage:
     """Entries in the caller's scope (auditor: their subtree; admin: all), oldest first."""
     flt = _filters(session, principal, from_, to, action, object_type)
     rows, total = service.list_events(session, flt, limit=limit, offset=offset)
@@ -50,7 +50,7 @@ def list_events(session: SessionDep, principal: CurrentPrincipal, from_: FromDat
 
 
 @router.get("/events/{event_id}", response_model=AuditEventOut)
-def get_event(event_id: int, session: SessionDep,
+def get_event(event_id: RowId, session: SessionDep,
               principal: CurrentPrincipal) -> AuditEventOut:
     """One entry in the caller's scope."""
     flt = service.EventFilter(agencies=service.readable_agencies(session, principal))

@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date
 from time import monotonic
 from typing import Any
 
@@ -32,6 +32,7 @@ from eoffice.db import defer_insert, offload_blocking
 from eoffice.models import AuditAnchor, AuditEvent, utcnow
 from eoffice.rows import update_rows
 from eoffice.settings import get_settings
+from eoffice.timeutil import day_end_utc, day_start_utc
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -351,11 +352,9 @@ class EventFilter:
         if self.agencies is not None:
             query = query.where(col(AuditEvent.agency_id).in_(sorted(self.agencies)))
         if self.from_day is not None:
-            query = query.where(AuditEvent.at >= datetime.combine(self.from_day, time.min,
-                                                                  tzinfo=UTC))
+            query = query.where(AuditEvent.at >= day_start_utc(self.from_day, UTC))
         if self.to_day is not None:
-            query = query.where(AuditEvent.at < datetime.combine(
-                self.to_day + timedelta(days=1), time.min, tzinfo=UTC))
+            query = query.where(AuditEvent.at < day_end_utc(self.to_day, UTC))
         if self.action:
             query = query.where(AuditEvent.action == self.action)
         if self.object_type:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
@@ -16,7 +16,7 @@ from eoffice import idempotency
 from eoffice.agencies.service import AgencyTree
 from eoffice.blobs.service import get_blob_store
 from eoffice.db import offload_blocking
-from eoffice.deps import CurrentPrincipal, SessionDep, UnitOfWorkDep
+from eoffice.deps import CurrentPrincipal, RowId, RowIdQuery, SessionDep, UnitOfWorkDep
 from eoffice.documents import service
 from eoffice.documents.schemas import DocumentMetadata, DocumentOut, SendRequest
 from eoffice.errors import NotFound, ValidationFailed, from_pydantic
@@ -190,7 +190,7 @@ def _create_document(session: Session, principal: Principal, metadata: str, file
 
 
 @router.get("/documents/{document_id}")
-def get_document(document_id: int, session: SessionDep,
+def get_document(document_id: RowId, session: SessionDep,
                  principal: CurrentPrincipal) -> dict[str, Any]:
     document = service.get_visible(session, principal, document_id)
     if principal.agency_id is not None:
@@ -210,8 +210,8 @@ def _stream(sha256: str) -> Iterator[bytes]:
 
 
 @router.get("/documents/{document_id}/file")
-def download_file(document_id: int, session: SessionDep, principal: CurrentPrincipal,
-                  revision: Annotated[int | None, Query(ge=1)] = None) -> StreamingResponse:
+def download_file(document_id: RowId, session: SessionDep, principal: CurrentPrincipal,
+                  revision: RowIdQuery = None) -> StreamingResponse:
     """The main PDF (latest revision unless one is asked for)."""
     document = service.get_visible(session, principal, document_id)
     sha = document.file_sha256
@@ -231,7 +231,7 @@ def download_file(document_id: int, session: SessionDep, principal: CurrentPrinc
 
 
 @router.get("/documents/{document_id}/attachments/{attachment_id}")
-def download_attachment(document_id: int, attachment_id: int, session: SessionDep,
+def download_attachment(document_id: RowId, attachment_id: RowId, session: SessionDep,
                         principal: CurrentPrincipal) -> StreamingResponse:
     document = service.get_visible(session, principal, document_id)
     attachment = session.get(Attachment, attachment_id)
@@ -243,7 +243,7 @@ def download_attachment(document_id: int, attachment_id: int, session: SessionDe
 
 
 @router.post("/documents/{document_id}/issue")
-def issue(document_id: int, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
+def issue(document_id: RowId, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """Assign number, notation and date (the outgoing register)."""
     document = service.get_own(session, principal, document_id)
     service.issue_document(session, principal, document)

@@ -19,6 +19,7 @@ from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
     OUTGOING_REGISTER,
+    ROW_ID_MAX,
     Attachment,
     Blob,
     Delivery,
@@ -146,8 +147,9 @@ def _resolve_response_for(session: Session, principal: Principal,
     """ResponseFor may be a document id or a free-text reference ("15/QĐ-UBND")."""
     if value is None or value == "":
         return None, None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        target = session.get(Document, int(value))
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        number = int(value)
+        target = session.get(Document, number) if 1 <= number <= ROW_ID_MAX else None
         if target is None or not can_view(session, principal, target):
             raise ValidationFailed(f"response_for: document {value} not found",
                                    field="response_for",

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
 
 from eoffice import idempotency
-from eoffice.deps import CurrentPrincipal, SessionDep, UnitOfWorkDep
+from eoffice.deps import CurrentPrincipal, PageOffset, RowId, SessionDep, UnitOfWorkDep
 from eoffice.documents.api import create_from_form, document_out
 from eoffice.documents.schemas import (
     ForwardRequest,
@@ -29,7 +29,6 @@ from eoffice.users.service import Principal
 router = APIRouter(tags=["exchange"])
 
 PageLimit = Annotated[int, Query(ge=1, le=200)]
-PageOffset = Annotated[int, Query(ge=0, le=10_000_000)]
 StatusFilter = Annotated[str | None, Query(pattern=r"^\d{2}$")]
 
 
@@ -42,7 +41,7 @@ def _deliveries(session: Session, document: Document) -> list[dict[str, Any]]:
 
 
 @router.post("/documents/{document_id}/send", status_code=202)
-async def send(document_id: int, body: SendRequest, unit: UnitOfWorkDep,
+async def send(document_id: RowId, body: SendRequest, unit: UnitOfWorkDep,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
                ) -> JSONResponse:
     """Send to agencies and/or groups: one delivery per receiver, placed in the inboxes by
@@ -111,7 +110,7 @@ def outbox(session: SessionDep, principal: CurrentPrincipal, status: StatusFilte
 
 
 @router.get("/deliveries/{delivery_id}")
-def get_delivery(delivery_id: int, session: SessionDep,
+def get_delivery(delivery_id: RowId, session: SessionDep,
                  principal: CurrentPrincipal) -> dict[str, Any]:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
@@ -128,7 +127,7 @@ def get_delivery(delivery_id: int, session: SessionDep,
 
 
 @router.post("/deliveries/{delivery_id}/status")
-async def change_status(delivery_id: int, body: StatusChange,
+async def change_status(delivery_id: RowId, body: StatusChange,
                         unit: UnitOfWorkDep) -> dict[str, Any]:
     """edXML business status: 02/03/04/05/06 and 15/16 by the receiver, 13 by the sender."""
     return await unit(_change_status, delivery_id, body)
@@ -145,14 +144,14 @@ def _change_status(session: Session, principal: Principal, delivery_id: int,
 
 
 @router.post("/deliveries/{delivery_id}/forward", status_code=202)
-def forward(delivery_id: int, body: ForwardRequest, session: SessionDep,
+def forward(delivery_id: RowId, body: ForwardRequest, session: SessionDep,
             principal: CurrentPrincipal) -> dict[str, Any]:
     copy = service.forward_delivery(session, principal, delivery_id, body.recipients, body.note)
     return document_out(session, principal, copy)
 
 
 @router.post("/documents/{document_id}/recall")
-def recall(document_id: int, body: RecallRequest, session: SessionDep,
+def recall(document_id: RowId, body: RecallRequest, session: SessionDep,
            principal: CurrentPrincipal) -> dict[str, Any]:
     """Ask every receiver to give the document back (13); they answer 15 or 16."""
     service.recall_document(session, principal, document_id, body.reason)
@@ -160,7 +159,7 @@ def recall(document_id: int, body: RecallRequest, session: SessionDep,
 
 
 @router.post("/documents/{document_id}/update")
-def update(document_id: int, body: UpdateRequest, session: SessionDep,
+def update(document_id: RowId, body: UpdateRequest, session: SessionDep,
            principal: CurrentPrincipal) -> dict[str, Any]:
     """Correct the metadata of a sent document (edXML update); receivers answer 15 or 16."""
     document = service.update_document(session, principal, document_id, body.changes,
@@ -169,7 +168,7 @@ def update(document_id: int, body: UpdateRequest, session: SessionDep,
 
 
 @router.post("/documents/{document_id}/replace", status_code=202)
-def replace(document_id: int, session: SessionDep, principal: CurrentPrincipal,
+def replace(document_id: RowId, session: SessionDep, principal: CurrentPrincipal,
             metadata: Annotated[str, Form()], reason: Annotated[str, Form(min_length=1)],
             file: Annotated[UploadFile, File()],
             attachments: Annotated[list[UploadFile] | None, File()] = None) -> dict[str, Any]:
@@ -183,6 +182,6 @@ def replace(document_id: int, session: SessionDep, principal: CurrentPrincipal,
 
 
 @router.get("/documents/{document_id}/history")
-def history(document_id: int, session: SessionDep,
+def history(document_id: RowId, session: SessionDep,
             principal: CurrentPrincipal) -> list[dict[str, Any]]:
     return _jsonable(service.history(session, principal, document_id))

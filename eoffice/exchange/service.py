@@ -25,7 +25,7 @@ from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document
 from eoffice.outbox import enqueue
 from eoffice.rows import insert_rows
 from eoffice.settings import get_settings
-from eoffice.timeutil import local_date, local_midnight_utc, local_now, local_today
+from eoffice.timeutil import day_end_utc, local_date, local_midnight_utc, local_now, local_today
 from eoffice.users.service import Principal
 
 STATUS_NAMES = {
@@ -580,8 +580,7 @@ def inbox(session: Session, principal: Principal, *, status: str | None = None,
     if arrived_from:
         query = query.where(col(Delivery.delivered_at) >= local_midnight_utc(arrived_from))
     if arrived_to:
-        query = query.where(col(Delivery.delivered_at) <
-                            local_midnight_utc(arrived_to + timedelta(days=1)))
+        query = query.where(col(Delivery.delivered_at) < day_end_utc(arrived_to))
     today = local_today()
     if overdue is True:
         query = query.where(col(Document.due_date) < today).where(

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import ValidationError
 
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, PageOffset, SessionDep
 from eoffice.documents.api import parse_metadata, validation_failed
 from eoffice.errors import ValidationFailed
 from eoffice.models import Agency
@@ -56,7 +56,7 @@ def register(direction: Direction, session: SessionDep, principal: CurrentPrinci
 def list_entries(direction: Direction, session: SessionDep, principal: CurrentPrincipal,
                  year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
                  limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                 offset: PageOffset = 0) -> dict[str, Any]:
     """The caller's paper entries of one register."""
     items, total = service.list_paper(session, principal, direction, year=year, limit=limit,
                                       offset=offset)

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from eoffice.db import new_session
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, RowId, SessionDep
 from eoffice.documents.service import number_notation
 from eoffice.errors import ServiceUnavailable, ValidationFailed
 from eoffice.models import Document, Job
@@ -49,7 +49,7 @@ def _reload(job_id: str) -> Job:
 
 
 @router.post("/documents/{document_id}/sign", status_code=202, response_model=JobAccepted)
-async def sign_document(document_id: int, body: LeaderSignRequest, session: SessionDep,
+async def sign_document(document_id: RowId, body: LeaderSignRequest, session: SessionDep,
                         principal: CurrentPrincipal) -> JobAccepted:
     """The leader signs the current revision with their server-held key (Decree 30 step 1).
 
@@ -131,7 +131,7 @@ def _give_up(job_id: str) -> bool:
 
 @router.post("/documents/{document_id}/sign/prepare", status_code=202,
              response_model=JobAccepted)
-def prepare_two_step(document_id: int, body: PrepareRequest, session: SessionDep,
+def prepare_two_step(document_id: RowId, body: PrepareRequest, session: SessionDep,
                      principal: CurrentPrincipal) -> JobAccepted:
     """Two-step signing, step 1: the worker prepares; poll GET /jobs/{id} for the digest."""
     job = service.start_remote_signing(session, principal, document_id,
@@ -158,7 +158,7 @@ def complete_two_step(job_id: str, body: CompleteRequest, session: SessionDep,
 
 @router.post("/documents/{document_id}/issue-signed", status_code=202,
              response_model=JobAccepted)
-def issue_signed(document_id: int, session: SessionDep, principal: CurrentPrincipal,
+def issue_signed(document_id: RowId, session: SessionDep, principal: CurrentPrincipal,
                  body: IssueSignedRequest | None = None) -> JobAccepted:
     """The clerk issues: number and date now, then a job applies the agency's seal over the
     leader's signature and stamps every PDF attachment (Decree 30 step 2)."""

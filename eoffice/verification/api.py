@@ -67,7 +67,7 @@ def _cleanup(directory: Path) -> None:
 
 def _parse_id(raw: str) -> tuple[int, str | None]:
     stem, dot, suffix = raw.partition(".")
-    if not stem.isdigit() or len(stem) > 18:
+    if not (stem.isascii() and stem.isdigit()) or len(stem) > 18:
         raise ValidationFailed("report id must be a number", field="report_id",
                                detail_vi="Mã báo cáo phải là số")
     return int(stem), (suffix if dot else None)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyTree, may_send
-from eoffice.deps import SessionDep
+from eoffice.deps import PageNumber, RowId, RowIdQuery, SessionDep
 from eoffice.documents import api as documents_api
 from eoffice.documents import service as documents_service
 from eoffice.documents.schemas import DOCUMENT_TYPES, PRIORITIES, DocumentMetadata
@@ -136,7 +136,7 @@ def _inbox_context(session: Session, principal: Principal, q: str | None, status
 def inbox_page(request: Request, session: SessionDep, principal: WebPrincipal,
                q: InboxQuery = None, status: InboxQuery = None, overdue: bool = False,
                urgent: bool = False, unread: bool = False, date_from: InboxQuery = None,
-               date_to: InboxQuery = None, page: Annotated[int, Query(ge=1)] = 1,
+               date_to: InboxQuery = None, page: PageNumber = 1,
                rows: bool = False) -> Response:
     """Documents that arrived, with unread / overdue / urgent markers and filters."""
     _staff(principal)
@@ -149,7 +149,7 @@ def inbox_page(request: Request, session: SessionDep, principal: WebPrincipal,
 
 @router.get("/outbox", response_class=HTMLResponse)
 def outbox_page(request: Request, session: SessionDep, principal: WebPrincipal,
-                q: InboxQuery = None, page: Annotated[int, Query(ge=1)] = 1,
+                q: InboxQuery = None, page: PageNumber = 1,
                 rows: bool = False) -> Response:
     """Sent documents with each receiver's status, refreshed live."""
     _staff(principal)
@@ -166,7 +166,7 @@ def outbox_page(request: Request, session: SessionDep, principal: WebPrincipal,
 
 @router.get("/compose", response_class=HTMLResponse)
 def compose_page(request: Request, session: SessionDep, principal: WebPrincipal,
-                 reply_to: Annotated[int | None, Query(ge=1)] = None) -> Response:
+                 reply_to: RowIdQuery = None) -> Response:
     """The compose form: Decree 30 fields, files, recipients."""
     _staff(principal)
     context: dict[str, Any] = {"types": list(DOCUMENT_TYPES), "priorities": PRIORITIES,
@@ -307,7 +307,7 @@ def _document_events(session: Session, document: Document) -> list[AuditEvent]:
 
 
 @router.get("/documents/{document_id}", response_class=HTMLResponse)
-def document_page(request: Request, document_id: int, session: SessionDep,
+def document_page(request: Request, document_id: RowId, session: SessionDep,
                   principal: WebPrincipal, rows: bool = False) -> Response:
     """Metadata, the PDF, revisions, signatures, receivers, actions and the full history."""
     document = documents_service.get_visible(session, principal, document_id)
@@ -341,20 +341,20 @@ def document_page(request: Request, document_id: int, session: SessionDep,
 
 
 @router.get("/documents/{document_id}/file")
-def document_file(document_id: int, session: SessionDep, principal: WebPrincipal,
-                  revision: Annotated[int | None, Query(ge=1)] = None) -> Response:
+def document_file(document_id: RowId, session: SessionDep, principal: WebPrincipal,
+                  revision: RowIdQuery = None) -> Response:
     """The main PDF for the in-page viewer."""
     return documents_api.download_file(document_id, session, principal, revision)
 
 
 @router.get("/documents/{document_id}/attachments/{attachment_id}")
-def document_attachment(document_id: int, attachment_id: int, session: SessionDep,
+def document_attachment(document_id: RowId, attachment_id: RowId, session: SessionDep,
                         principal: WebPrincipal) -> Response:
     return documents_api.download_attachment(document_id, attachment_id, session, principal)
 
 
 @router.post("/documents/{document_id}/send")
-def send(request: Request, document_id: int, session: SessionDep, principal: WebPrincipal,
+def send(request: Request, document_id: RowId, session: SessionDep, principal: WebPrincipal,
          recipients: Annotated[list[str] | None, Form()] = None,
          _csrf: None = Csrf) -> Response:
     """Send a draft or issued document to the chosen receivers."""
@@ -369,7 +369,7 @@ def send(request: Request, document_id: int, session: SessionDep, principal: Web
 
 
 @router.post("/documents/{document_id}/recall")
-def recall(request: Request, document_id: int, session: SessionDep, principal: WebPrincipal,
+def recall(request: Request, document_id: RowId, session: SessionDep, principal: WebPrincipal,
            reason: TextField = "", _csrf: None = Csrf) -> Response:
     """Ask every receiver to give the document back (13)."""
     if not reason.strip():
@@ -389,7 +389,7 @@ STATUS_DONE = {
 
 
 @router.post("/deliveries/{delivery_id}/status")
-def change_status(request: Request, delivery_id: int, session: SessionDep,
+def change_status(request: Request, delivery_id: RowId, session: SessionDep,
                   principal: WebPrincipal, code: TextField = "", reason: TextField = "",
                   assignee: TextField = "", _csrf: None = Csrf) -> Response:
     """A receiver's answer: 02/03/04/05/06, or 15/16 to a recall or update."""
@@ -403,7 +403,7 @@ def change_status(request: Request, delivery_id: int, session: SessionDep,
 
 
 @router.post("/deliveries/{delivery_id}/forward")
-def forward(request: Request, delivery_id: int, session: SessionDep, principal: WebPrincipal,
+def forward(request: Request, delivery_id: RowId, session: SessionDep, principal: WebPrincipal,
             recipients: Annotated[list[str] | None, Form()] = None, note: TextField = "",
             _csrf: None = Csrf) -> Response:
     """Send a received document on to other agencies."""

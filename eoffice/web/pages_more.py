@@ -8,7 +8,7 @@ call those services when the domain is installed and say plainly when it is not.
 from __future__ import annotations
 
 import base64
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Path, Query, Request, UploadFile
@@ -17,12 +17,12 @@ from sqlmodel import Session, col, func, select
 from starlette.concurrency import run_in_threadpool
 
 from eoffice.audit.service import verify_chain
-from eoffice.deps import SessionDep
+from eoffice.deps import PageNumber, RowId, SessionDep
 from eoffice.documents import service as documents_service
 from eoffice.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from eoffice.models import AuditEvent, Document, Job
 from eoffice.plugins import optional_import
-from eoffice.timeutil import VIETNAM
+from eoffice.timeutil import day_end_utc, day_start_utc
 from eoffice.users.service import Principal
 from eoffice.web.i18n import N_, gettext_for
 from eoffice.web.render import render
@@ -95,7 +95,7 @@ def sign_queue(request: Request, session: SessionDep, principal: WebPrincipal) -
 
 
 @router.get("/documents/{document_id}/sign", response_class=HTMLResponse)
-def sign_page(request: Request, document_id: int, session: SessionDep,
+def sign_page(request: Request, document_id: RowId, session: SessionDep,
               principal: WebPrincipal) -> Response:
     """The PDF in the page and the signing forms (server-held key, or the signer's token)."""
     principal.require_role("leader", "clerk")
@@ -112,7 +112,7 @@ def _recent_jobs(session: Session, document: Document) -> list[Job]:
 
 
 @router.post("/documents/{document_id}/sign")
-async def sign(request: Request, document_id: int, session: SessionDep,
+async def sign(request: Request, document_id: RowId, session: SessionDep,
                principal: WebPrincipal, passphrase: Annotated[str, Form()] = "",
                _csrf: None = Csrf) -> Response:
     """Leader: sign with the server-held key (the passphrase lives only in this request).
@@ -137,7 +137,7 @@ async def sign(request: Request, document_id: int, session: SessionDep,
 
 
 @router.post("/documents/{document_id}/sign/prepare")
-def sign_prepare(request: Request, document_id: int, session: SessionDep,
+def sign_prepare(request: Request, document_id: RowId, session: SessionDep,
                  principal: WebPrincipal, certificate: Annotated[UploadFile | None, File()] = None,
                  _csrf: None = Csrf) -> Response:
     """Two-step signing, step 1: the worker prepares the digest the signer's token signs."""
@@ -208,7 +208,7 @@ def verify(request: Request, session: SessionDep, principal: WebPrincipal,
 
 
 @router.get("/verify/reports/{report_id}.pdf")
-def report_pdf(report_id: int, session: SessionDep, principal: WebPrincipal,
+def report_pdf(report_id: RowId, session: SessionDep, principal: WebPrincipal,
                background: BackgroundTasks) -> Response:
     """The stored report as a PDF sealed by the service."""
     from eoffice.verification import api as verification_api
@@ -240,7 +240,7 @@ AuditText = Annotated[str | None, Query(max_length=100)]
 def audit_page(request: Request, session: SessionDep, principal: WebPrincipal,
                action: AuditText = None, actor: AuditText = None, object_type: AuditText = None,
                object_id: AuditText = None, date_from: AuditText = None,
-               date_to: AuditText = None, page: Annotated[int, Query(ge=1)] = 1) -> Response:
+               date_to: AuditText = None, page: PageNumber = 1) -> Response:
     """The hash-chained audit trail with filters (auditors see their subtree's agencies)."""
     _auditor(principal)
     query = select(AuditEvent)
@@ -257,10 +257,9 @@ def audit_page(request: Request, session: SessionDep, principal: WebPrincipal,
         query = query.where(AuditEvent.object_id == object_id.strip())
     start, end = _day(date_from), _day(date_to)
     if start:
-        query = query.where(AuditEvent.at >= datetime.combine(start, time(), VIETNAM))
+        query = query.where(AuditEvent.at >= day_start_utc(start))
     if end:
-        query = query.where(AuditEvent.at < datetime.combine(end + timedelta(days=1), time(),
-                                                             VIETNAM))
+        query = query.where(AuditEvent.at < day_end_utc(end))
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     events = list(session.exec(query.order_by(col(AuditEvent.id).desc())
                                .offset((page - 1) * AUDIT_PAGE).limit(AUDIT_PAGE)).all())

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
-from eoffice.deps import CurrentPrincipal, SessionDep
+from eoffice.deps import CurrentPrincipal, PageOffset, RowId, SessionDep
 from eoffice.models import WebhookDelivery, WebhookEndpoint
 from eoffice.webhooks import service
 from eoffice.webhooks.schemas import (
@@ -20,7 +20,6 @@ from eoffice.webhooks.schemas import (
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-EndpointId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 DeliveryId = Annotated[str, Path(min_length=1, max_length=32)]
 
 
@@ -57,14 +56,14 @@ def list_endpoints(session: SessionDep, principal: CurrentPrincipal) -> Endpoint
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut)
-def get_endpoint(endpoint_id: EndpointId, session: SessionDep,
+def get_endpoint(endpoint_id: RowId, session: SessionDep,
                  principal: CurrentPrincipal) -> EndpointOut:
     """One endpoint."""
     return _endpoint_out(service.get_endpoint(session, principal, endpoint_id))
 
 
 @router.delete("/{endpoint_id}", status_code=204)
-def delete(endpoint_id: EndpointId, session: SessionDep,
+def delete(endpoint_id: RowId, session: SessionDep,
            principal: CurrentPrincipal) -> Response:
     """Stop pushing to this endpoint."""
     service.delete_endpoint(session, principal, endpoint_id)
@@ -72,10 +71,10 @@ def delete(endpoint_id: EndpointId, session: SessionDep,
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=WebhookDeliveryPage)
-def deliveries(endpoint_id: EndpointId, session: SessionDep, principal: CurrentPrincipal,
+def deliveries(endpoint_id: RowId, session: SessionDep, principal: CurrentPrincipal,
                status: Literal["pending", "succeeded", "failed"] | None = None,
                limit: Annotated[int, Query(ge=1, le=200)] = 50,
-               offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> WebhookDeliveryPage:
+               offset: PageOffset = 0) -> WebhookDeliveryPage:
     """Pushes to this endpoint, newest first; failed ones can be re-sent."""
     rows, total = service.list_deliveries(session, principal, endpoint_id, status=status,
                                           limit=limit, offset=offset)
@@ -84,7 +83,7 @@ def deliveries(endpoint_id: EndpointId, session: SessionDep, principal: CurrentP
 
 @router.post("/{endpoint_id}/deliveries/{delivery_id}/resend", status_code=202,
              response_model=WebhookDeliveryOut)
-def resend(endpoint_id: EndpointId, delivery_id: DeliveryId, session: SessionDep,
+def resend(endpoint_id: RowId, delivery_id: DeliveryId, session: SessionDep,
            principal: CurrentPrincipal) -> WebhookDeliveryOut:
     """Push a failed event again (a new retry budget, the same delivery id)."""
     return _delivery_out(service.resend(session, principal, endpoint_id, delivery_id))

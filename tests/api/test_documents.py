@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,48 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
     assert_problem(client.get("/api/v1/nothing-here"), 404)
     assert_problem(client.delete("/api/v1/inbox"), 405)
     assert_problem(client.get("/api/v1/inbox"), 401)
+
+
+def test_row_keys_in_paths_are_bounded_on_every_route(env: Env, as_user: Clients) -> None:
+    """Every integer key in an API path is 1..2**31-1 (the tables' INTEGER keys): out of
+    range it is a 422 naming the parameter, before any query (SQLite overflowed on 2**70
+    with a 500; Schemathesis found it)."""
+    row_id_max = 2**31 - 1  # INTEGER, int4 on PostgreSQL
+    client = as_user.client
+    keys = []
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["schema"].get("type") == "integer":
+                    assert parameter["schema"].get("minimum") == 1, (method, path)
+                    assert parameter["schema"].get("maximum") == row_id_max, (method, path)
+                    keys.append((method, path, parameter["name"]))
+    assert len(keys) >= 15, keys
+    headers = as_user.headers(CLERK)
+    for method, path, name in keys:
+        for value in (2**70, row_id_max + 1, 0):
+            url = re.sub(r"\{(\w+)\}", lambda m, name=name, value=value:
+                         str(value) if m[1] == name else "1", path)
+            response = client.request(method.upper(), url, headers=headers, json={})
+            assert_problem(response, 422, field=name)
+
+
+def test_numbers_out_of_range_are_bad_input_not_crashes(env: Env, as_user: Clients) -> None:
+    """Inputs Schemathesis turned into 500s: a reply to a key no table holds, a paging
+    offset past 64 bits, a report number in Unicode digits ("¹" passes str.isdigit)."""
+    client = as_user.client
+    headers = as_user.headers(CLERK)
+    before = _counts(env)
+    for key in (2**70, -(2**70), 0):
+        assert_problem(_post(client, headers, metadata(response_for=key), make_pdf()),
+                       422, "response_for")
+        assert_problem(_post(client, headers, metadata(response_for=str(abs(key))),
+                             make_pdf()), 422, "response_for")
+    assert _counts(env) == before, "nothing stored"
+    assert_problem(client.get("/api/v1/registers/outgoing", headers=headers,
+                              params={"offset": 2**70}), 422, "offset")
+    assert_problem(client.get("/api/v1/verification-reports/¹", headers=headers),
+                   422, "report_id")
 
 
 def test_uploads_do_not_stay_in_memory(env: Env) -> None:

@@ -254,6 +254,9 @@ def test_inbox_urgent_unread_sender_and_dates(env: Env, as_user: Clients) -> Non
     assert ids(arrived_from=today.isoformat(), arrived_to=today.isoformat()) == {
         urgent_doc["id"], normal_doc["id"]}
     assert ids(arrived_from=(today + timedelta(days=1)).isoformat()) == set()
+    # The first and last days a date can name are no bounds, not an overflow (a 500 once).
+    assert ids(arrived_from="0001-01-01", arrived_to="9999-12-31") == {
+        urgent_doc["id"], normal_doc["id"]}
     assert_problem(client.get("/api/v1/inbox", headers=receiver, params={
         "arrived_from": "2026-02-02", "arrived_to": "2026-01-01"}), 422, "arrived_from")
     assert_problem(client.get("/api/v1/inbox", headers=receiver,

@@ -296,3 +296,11 @@ def test_unknown_page_and_api_errors_stay_apart(browser_factory: Factory) -> Non
     api = browser.client.get("/api/v1/inbox", headers={"accept": "application/json"})
     assert api.status_code == 401 and api.headers["content-type"].startswith(
         "application/problem+json")
+    # A key no table can hold is bad input, not a crash (SQLite overflowed with a 500).
+    huge = browser.get(f"/documents/{2**70}")
+    assert huge.status_code == 422 and huge.headers["content-type"].startswith("text/html")
+    # The first and last days a date can name filter nothing out of the audit page.
+    auditor = browser_factory()
+    auditor.login("auditor")
+    audit = auditor.get("/audit", params={"date_from": "0001-01-01", "date_to": "9999-12-31"})
+    assert audit.status_code == 200, audit.text[:300]
