@@ -7,13 +7,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,11 +92,14 @@ class RequestContextMiddleware:
 
         try:
             length = headers.get("content-length")
+            refused: AppError | None = None
             if length and length.isascii() and length.isdigit() and int(length) > self.max_body:
-                response = _problem(Request(scope), PayloadTooLarge(
-                    f"request body larger than {self.max_body} bytes",
-                    detail_vi="Dữ liệu gửi lên vượt quá dung lượng cho phép"))
-                await response(scope, receive, send_with_id)
+                refused = PayloadTooLarge(f"request body larger than {self.max_body} bytes",
+                                          detail_vi="Dữ liệu gửi lên vượt quá dung lượng cho phép")
+            elif b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+                refused = _nul_in_query(scope["query_string"])
+            if refused is not None:
+                await _problem(Request(scope), refused)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -103,6 +107,16 @@ class RequestContextMiddleware:
             path = getattr(scope.get("route"), "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], path, str(status[0])).inc()
             HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def _nul_in_query(query: bytes) -> ValidationFailed:
+    """A NUL character (U+0000) in a query parameter: no text we store or search can hold
+    one (PostgreSQL refuses it: a 500 that Schemathesis found), so it is bad input."""
+    names = [name for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+             if "\x00" in name or "\x00" in value]
+    field = names[0].replace("\x00", "") if names else "query"
+    return ValidationFailed(f"{field} contains a NUL character (U+0000)", field=field,
+                            detail_vi=f"Tham số {field} chứa ký tự NUL (U+0000)")
 
 
 @asynccontextmanager
@@ -152,6 +166,16 @@ def create_app() -> FastAPI:
         log.warning("database error: %s", exc.__class__.__name__)
         return _problem(request, ServiceUnavailable(
             "database unavailable", detail_vi="Cơ sở dữ liệu tạm thời không truy cập được"))
+
+    @app.exception_handler(DataError)
+    async def _bad_data(request: Request, exc: DataError) -> Response:
+        # Text with a NUL character that a check before the database did not catch (a file
+        # name, a JSON body): PostgreSQL cannot store it; the transaction is rolled back.
+        if "NUL" in str(exc.orig):
+            return _problem(request, ValidationFailed(
+                "text cannot contain a NUL character (U+0000)",
+                detail_vi="Văn bản không được chứa ký tự NUL (U+0000)"))
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

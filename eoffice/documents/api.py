@@ -27,6 +27,17 @@ from eoffice.users.service import Principal
 router = APIRouter(tags=["documents"])
 
 
+def _holds_nul(value: Any) -> bool:
+    """True if a NUL character (U+0000) is in any key or string of decoded JSON."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def parse_metadata(raw: str) -> DocumentMetadata:
     """The `metadata` form field: JSON with edXML names; 422 names the first bad field."""
     try:
@@ -36,6 +47,9 @@ def parse_metadata(raw: str) -> DocumentMetadata:
                                detail_vi="Trường metadata không phải JSON hợp lệ") from exc
     if not isinstance(data, dict):
         raise ValidationFailed("metadata must be a JSON object", field="metadata")
+    if _holds_nul(data):  # no stored text can hold it (PostgreSQL refuses it)
+        raise ValidationFailed("metadata contains a NUL character (U+0000)", field="metadata",
+                               detail_vi="Trường metadata chứa ký tự NUL (U+0000)")
     try:
         return DocumentMetadata.model_validate(data)
     except ValidationError as exc:

@@ -238,6 +238,24 @@ def test_numbers_out_of_range_are_bad_input_not_crashes(env: Env, as_user: Clien
                    422, "report_id")
 
 
+def test_nul_characters_are_bad_input_on_every_database(env: Env, as_user: Clients) -> None:
+    """PostgreSQL cannot store U+0000 in text: in a query parameter, the metadata or a file
+    name it is a 422 on either database (on PostgreSQL it was a 500), and nothing stays."""
+    client = as_user.client
+    headers = as_user.headers(CLERK)
+    before = _counts(env)
+    for path, params in (("/api/v1/inbox", {"q": "a\x00b"}),
+                         ("/api/v1/inbox", {"sender": "\x00"}),
+                         ("/api/v1/registers/outgoing", {"q": "\x00"})):
+        assert_problem(client.get(path, headers=headers, params=params), 422,
+                       next(iter(params)))
+    assert_problem(_post(client, headers, metadata(subject="Về việc\x00 kiểm tra"),
+                         make_pdf("nul")), 422, "metadata")
+    assert_problem(_post(client, headers, {**metadata(), "place": "\x00"}, make_pdf("nul 2")),
+                   422, "metadata")
+    assert _counts(env) == before, "nothing stored"
+
+
 def test_uploads_do_not_stay_in_memory(env: Env) -> None:
     """The blob store copies in 1 MiB chunks from a file object; it never reads it whole."""
     from eoffice.blobs.service import LocalBlobStore

@@ -60,6 +60,24 @@ def test_full_processing_chain(env: Env, as_user: Clients) -> None:
     assert_problem(recall, 409)
 
 
+def test_a_nul_character_that_reaches_the_database_is_bad_input(env: Env,
+                                                                 as_user: Clients) -> None:
+    """A reason with U+0000 goes into a delivery event: PostgreSQL refuses such text (it
+    was a 500 there); on either database it is a 422 and the delivery does not move."""
+    client = as_user.client
+    _, item = _sent(as_user)
+    receiver = as_user.headers(RECEIVER)
+    refused = status(client, receiver, item["delivery_id"], "02", reason="Sai\x00 thẩm quyền")
+    if env.backend == "postgres":
+        assert_problem(refused, 422)
+        assert "NUL" in refused.json()["detail"]
+    else:  # SQLite stores it; what matters there is that nothing fails
+        assert refused.status_code == 200, refused.text
+    if env.backend == "postgres":
+        again = inbox_item(client, receiver, item["document_id"])
+        assert again["status_code"] == "01", "nothing of the refused change stayed"
+
+
 def test_transitions_that_make_no_sense(env: Env, as_user: Clients) -> None:
     client = as_user.client
     _, item = _sent(as_user)
