@@ -1,8 +1,8 @@
-# Session 10 (2026-11-27), --seconds 10, three runs: baseline 537-590/s; sending 0.205-0.219
+# Session 10 (2026-11-27), --seconds 10, five runs: baseline 537-663/s; sending 0.203-0.219
 #   from one agency's clerk (target 0.25: NOT met), 0.208-0.233 from 8 agencies; with the
-#   workers paused 0.237-0.249 (API 6.8-7.0 ms CPU per document, 93-96% of a core). Drains
-#   (now until the workers are idle): 0.23-0.35 s after sending, 2.0-2.3 s after the paused
-#   phase. Fan-out median 0.08 s (met).
+#   workers paused 0.223-0.249 (API 6.8-7.0 ms CPU per document, 93-96% of a core: the API
+#   process bounds the figure). Drains (now until the workers are idle): 0.22-0.35 s after
+#   sending, 2.0-2.5 s after the paused phase. Fan-out median 0.07-0.08 s (met).
 # Session 9 (2026-11-27, a slower day: baseline 284-617/s), --seconds 10 (one run 30):
 #   sending 60-132/s from one agency's clerk (0.17-0.23, target 0.25: NOT met), 65-132/s
 #   from the clerks of 8 agencies (0.19-0.29; 0.25 or more in 1 run of 9). CPU ms per
