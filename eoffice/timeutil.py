@@ -35,11 +35,6 @@ def next_working_day(day: date) -> date:
     return candidate
 
 
-def local_midnight_utc(day: date) -> datetime:
-    """The UTC instant at which a Vietnam calendar day starts."""
-    return day_start_utc(day, VIETNAM)
-
-
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 

@@ -25,7 +25,7 @@ from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document
 from eoffice.outbox import enqueue
 from eoffice.rows import insert_rows
 from eoffice.settings import get_settings
-from eoffice.timeutil import day_end_utc, local_date, local_midnight_utc, local_now, local_today
+from eoffice.timeutil import day_end_utc, day_start_utc, local_date, local_now, local_today
 from eoffice.users.service import Principal
 
 STATUS_NAMES = {
@@ -578,7 +578,7 @@ def inbox(session: Session, principal: Principal, *, status: str | None = None,
     if sender:
         query = query.where(col(Agency.code) == sender.strip().upper())
     if arrived_from:
-        query = query.where(col(Delivery.delivered_at) >= local_midnight_utc(arrived_from))
+        query = query.where(col(Delivery.delivered_at) >= day_start_utc(arrived_from))
     if arrived_to:
         query = query.where(col(Delivery.delivered_at) < day_end_utc(arrived_to))
     today = local_today()
