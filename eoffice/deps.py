@@ -4,9 +4,10 @@ as SessionDep + CurrentPrincipal or, on the exchange's per-document calls, as on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, NamedTuple, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -17,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import Session
 
 from eoffice.db import new_session, unit_engine_for
-from eoffice.errors import ServiceUnavailable, Unauthenticated
+from eoffice.errors import AppError, ServiceUnavailable, Unauthenticated
+from eoffice.metrics import UNIT_BATCH_SIZE, UNIT_BATCHES_ROLLED_BACK
 from eoffice.models import ROW_ID_MAX
+from eoffice.observability import current_request_id, reset_request_id, set_request_id
 from eoffice.settings import get_settings
 from eoffice.users.service import Principal, principal_from_token
 
@@ -125,6 +128,22 @@ class UnitOfWork:
                 await session.close()
         return result
 
+    async def batched(self, work: Callable[..., T], *args: Any,
+                      exclusive: Hashable | None = None) -> T:
+        """As calling the unit, but the work may share its transaction with other requests'
+        batched works that are waiting at the same moment (group commit, see UnitBatcher).
+
+        The work must be safe to run again from the start after a rollback: when another
+        work of its batch fails, the batch is rolled back and run again without that one.
+        Works with the same `exclusive` key never share a batch (an Idempotency-Key's
+        twins: the second would see the first's claim, uncommitted, as a stored answer).
+        """
+        loop = asyncio.get_running_loop()
+        batcher = _batcher(self.request.app, loop)
+        item = _Queued(self, work, args, exclusive, current_request_id(), loop.create_future())
+        batcher.submit(item)
+        return cast(T, await item.future)
+
     def _run(self, session: Session, work: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             principal = principal_from_token(session, self.credential)
@@ -137,6 +156,204 @@ class UnitOfWork:
             raise
         _commit(session)
         return result
+
+
+class _Queued(NamedTuple):
+    unit: UnitOfWork
+    work: Callable[..., Any]
+    args: tuple[Any, ...]
+    exclusive: Hashable | None
+    request_id: str | None
+    future: asyncio.Future[Any]
+
+
+class _Broken(Exception):
+    """A batch that was rolled back: at item `index` (None: at commit), with `cause`."""
+
+    def __init__(self, index: int | None, cause: BaseException) -> None:
+        super().__init__(index)
+        self.index = index
+        self.cause = cause
+
+
+class _Refused(NamedTuple):
+    error: BaseException
+
+
+class UnitBatcher:
+    """Group commit for units of work: the batched works that wait while a batch runs go
+    together into the next one, in one transaction on one connection.
+
+    Nothing waits for a batch to fill: a lone request runs at once, alone, and batches only
+    form while earlier ones are in flight (under load). What a document's send shares with
+    the others of its batch: the connection's checkout and pre-ping, the session, each
+    caller's resolution (one query per distinct credential), the deferred append-only rows
+    (one INSERT per table for the whole batch) and the commit.
+
+    A work that raises rolls its batch back; it then runs alone (its own unit, its own
+    answer) and the rest of the batch runs again without it. A commit that fails on a lost
+    connection is not retried (it may have committed): every item gets the 503 that a
+    single unit would give. A caller refused at resolution (a bad token) wrote nothing and
+    fails alone.
+    """
+
+    def __init__(self, max_items: int, max_running: int) -> None:
+        self.max_items = max_items
+        self.max_running = max_running
+        self.queue: deque[_Queued] = deque()
+        self.running = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: _Queued) -> None:
+        self.queue.append(item)
+        if self.running < self.max_running:
+            self.running += 1
+            task = asyncio.get_running_loop().create_task(self._drain(item.unit.request.app))
+            self.tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self.tasks.discard)
+
+    def _take(self) -> list[_Queued]:
+        batch: list[_Queued] = []
+        keys: set[Hashable] = set()
+        left: deque[_Queued] = deque()
+        while self.queue and len(batch) < self.max_items:
+            item = self.queue.popleft()
+            if item.exclusive is not None and item.exclusive in keys:
+                left.append(item)
+                continue
+            if item.exclusive is not None:
+                keys.add(item.exclusive)
+            batch.append(item)
+        self.queue.extendleft(reversed(left))
+        return batch
+
+    async def _drain(self, app: Any) -> None:
+        batch: list[_Queued] = []
+        try:
+            while self.queue:
+                batch = self._take()
+                await self._run(app, batch)
+                batch = []
+        except BaseException:  # cancelled (the server stops) or a fault of ours
+            stopped = ServiceUnavailable("the server is stopping; please retry",
+                                         detail_vi="Máy chủ đang dừng; vui lòng thử lại")
+            for item in [*batch, *self.queue]:
+                _settle(item, error=stopped)
+            self.queue.clear()
+            raise
+        finally:
+            self.running -= 1
+
+    async def _run(self, app: Any, batch: list[_Queued]) -> None:
+        UNIT_BATCH_SIZE.observe(len(batch))
+        if len(batch) == 1:
+            await self._alone(batch[0])
+            return
+        try:
+            outcomes = await self._attempt(app, batch)
+        except _Broken as broken:
+            if broken.index is None:
+                if isinstance(broken.cause, OperationalError):
+                    # The connection went at commit: it may have committed, so nothing
+                    # runs again; each caller gets the 503 a unit of its own would give.
+                    for item in batch:
+                        _settle(item, error=_database_unavailable())
+                    return
+                for item in batch:  # refused at commit, rolled back: each on its own
+                    await self._alone(item)
+                return
+            UNIT_BATCHES_ROLLED_BACK.inc()
+            await self._alone(batch[broken.index])
+            rest = batch[:broken.index] + batch[broken.index + 1:]
+            if rest:
+                await self._run(app, rest)
+            return
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, _Refused):
+                _settle(item, error=outcome.error)
+            else:
+                _settle(item, value=outcome)
+
+    async def _alone(self, item: _Queued) -> None:
+        """The item as a unit of its own: the answer it would have had unbatched."""
+        token = set_request_id(item.request_id)
+        try:
+            value = await item.unit(item.work, *item.args)
+        except Exception as exc:  # the request's own answer, raised where it awaits
+            _settle(item, error=exc)
+        else:
+            _settle(item, value=value)
+        finally:
+            reset_request_id(token)
+
+    async def _attempt(self, app: Any, batch: list[_Queued]) -> list[Any]:
+        engine = unit_engine(app)
+        if engine is None:
+            return await anyio.to_thread.run_sync(_run_batch, new_session(), batch)
+        session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
+        with anyio.CancelScope(shield=True):
+            try:
+                outcomes = await session.run_sync(
+                    lambda sync_session: _run_batch(cast(Session, sync_session), batch))
+            finally:
+                await session.close()
+        return outcomes
+
+
+def _run_batch(session: Session, batch: list[_Queued]) -> list[Any]:
+    outcomes: list[Any] = []
+    principals: dict[str, Principal] = {}
+    try:
+        for index, item in enumerate(batch):
+            set_request_id(item.request_id)
+            credential = item.unit.credential
+            try:
+                principal = principals.get(credential)
+                if principal is None:
+                    principal = principals[credential] = principal_from_token(session,
+                                                                              credential)
+            except AppError as exc:  # refused before it wrote anything
+                outcomes.append(_Refused(exc))
+                continue
+            except BaseException as exc:
+                _discard(session)
+                raise _Broken(index, exc) from exc
+            item.unit.request.state.principal = principal
+            try:
+                outcomes.append(item.work(session, principal, *item.args))
+            except BaseException as exc:
+                _discard(session)
+                raise _Broken(index, exc) from exc
+        try:
+            session.commit()
+        except BaseException as exc:
+            _discard(session)
+            raise _Broken(None, exc) from exc
+        return outcomes
+    finally:
+        set_request_id(None)
+        session.close()
+
+
+def _settle(item: _Queued, value: Any = None, error: BaseException | None = None) -> None:
+    if item.future.done():  # the request went away; its work's outcome stands
+        return
+    if error is not None:
+        item.future.set_exception(error)
+    else:
+        item.future.set_result(value)
+
+
+def _batcher(app: Any, loop: asyncio.AbstractEventLoop) -> UnitBatcher:
+    if not hasattr(app.state, "unit_batchers"):
+        app.state.unit_batchers = {}
+    batchers: dict[asyncio.AbstractEventLoop, UnitBatcher] = app.state.unit_batchers
+    batcher = batchers.get(loop)
+    if batcher is None:
+        settings = get_settings()
+        batcher = batchers[loop] = UnitBatcher(settings.unit_batch_max,
+                                               settings.unit_batches_running)
+    return batcher
 
 
 def unit_engine(app: Any) -> AsyncEngine | None:

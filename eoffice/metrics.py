@@ -15,6 +15,13 @@ HTTP_REQUESTS = Counter("eoffice_http_requests_total", "HTTP requests",
                         ["method", "route", "status"], registry=REGISTRY)
 HTTP_LATENCY = Histogram("eoffice_http_request_duration_seconds", "HTTP request latency",
                          ["method", "route"], registry=REGISTRY)
+# Group commit of units of work (deps.UnitBatcher): requests per shared transaction, and
+# batches rolled back because one of their requests failed (that one then runs alone).
+UNIT_BATCH_SIZE = Histogram("eoffice_unit_batch_size", "Requests committed in one transaction",
+                            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=REGISTRY)
+UNIT_BATCHES_ROLLED_BACK = Counter("eoffice_unit_batches_rolled_back_total",
+                                   "Batches of units rolled back and run again without the "
+                                   "request that failed", registry=REGISTRY)
 
 
 class DatabaseCollector(Collector):

@@ -19,6 +19,10 @@ def set_request_id(value: str | None) -> contextvars.Token[str | None]:
     return _request_id.set(value)
 
 
+def reset_request_id(token: contextvars.Token[str | None]) -> None:
+    _request_id.reset(token)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Sends to at most this many new receivers are delivered within the request; larger
     # fan-outs are queued for a worker (0: always the worker). See bench/routing.py.
     inline_delivery_max: int = Field(default=10, ge=0)
+    # Group commit of the units agency systems call per document (create and send): at most
+    # this many requests share one transaction, in at most this many transactions at once.
+    unit_batch_max: int = Field(default=32, ge=1, le=1000)
+    unit_batches_running: int = Field(default=2, ge=1, le=64)
     # With a real broker, outbox rows committed within this window are published together
     # (one UPDATE; rows of a batchable task as one message). 0: publish each commit.
     outbox_batch_seconds: float = Field(default=0.02, ge=0, le=5)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from sqlalchemy import event
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
-from eoffice.db import offload_blocking
+from eoffice.db import BEFORE_COMMIT_STEPS, offload_blocking
 from eoffice.errors import PayloadTooLarge, ServiceUnavailable
 from eoffice.models import Blob, utcnow
 from eoffice.rows import insert_ignore
@@ -32,6 +35,15 @@ class BlobCorrupted(ServiceUnavailable):
 class StoredFile:
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file of the local store written under a temporary name, not yet synced."""
+
+    sha256: str
+    size: int
+    tmp_name: str
 
 
 class BlobStore(Protocol):
@@ -98,6 +110,36 @@ class LocalBlobStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put_file(self, source: BinaryIO, max_bytes: int | None = None) -> StoredFile:
+        staged = self._write(source, max_bytes, durable=True)
+        folder = self._place(staged)
+        if folder is not None:
+            _fsync_directory(folder)
+        return StoredFile(staged.sha256, staged.size)
+
+    def stage_file(self, source: BinaryIO, max_bytes: int | None = None) -> StagedFile:
+        """Written under a temporary name and not synced: publish_staged makes it durable
+        and puts it at its address (see put_for_commit)."""
+        return self._write(source, max_bytes, durable=False)
+
+    def publish_staged(self, staged: Sequence[StagedFile]) -> None:
+        """Sync staged files, move them to their addresses, sync the folders that changed
+        (each once)."""
+        for item in staged:
+            fd = os.open(item.tmp_name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        folders = {folder for item in staged if (folder := self._place(item)) is not None}
+        for folder in folders:
+            _fsync_directory(folder)
+
+    def discard_staged(self, staged: Sequence[StagedFile]) -> None:
+        for item in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(item.tmp_name)
+
+    def _write(self, source: BinaryIO, max_bytes: int | None, durable: bool) -> StagedFile:
         # Folders are made when missing, not asked for on every file: mkdir(exist_ok=True)
         # is a failing system call and a caught exception each time (35 us of an upload's
         # ~250 us of CPU, most of the rest being the two fsyncs).
@@ -120,23 +162,33 @@ class LocalBlobStore:
                                               detail_vi="Tệp vượt quá dung lượng cho phép")
                     digest.update(chunk)
                     out.write(chunk)
-                # The row naming this file commits durably (WAL fsync) right after; the
-                # file must be on disk first, or a power cut leaves a row without content.
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            target = self._path(sha)
-            if target.exists():
-                os.unlink(tmp_name)
-            else:
-                if not os.path.isdir(target.parent):  # the first file of its fan-out folder
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, target)
-                _fsync_directory(target.parent)
-            return StoredFile(sha, size)
+                if durable:
+                    # The row naming this file commits durably (WAL fsync) right after;
+                    # the file must be on disk first, or a power cut leaves a row without
+                    # content.
+                    out.flush()
+                    os.fsync(out.fileno())
+            return StagedFile(digest.hexdigest(), size, tmp_name)
         except BaseException:
-            if os.path.exists(tmp_name):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+            raise
+
+    def _place(self, staged: StagedFile) -> Path | None:
+        """Move a synced file to its address; the folder to sync, None if the address
+        already held the file (content-addressed: the same bytes)."""
+        target = self._path(staged.sha256)
+        try:
+            if target.exists():
+                os.unlink(staged.tmp_name)
+                return None
+            if not os.path.isdir(target.parent):  # the first file of its fan-out folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged.tmp_name, target)
+            return target.parent
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged.tmp_name)
             raise
 
     def open(self, sha256: str) -> BinaryIO:
@@ -291,10 +343,70 @@ def _local_store(root: Path) -> LocalBlobStore:
 
 def store_upload(session: Session, source: BinaryIO, *, content_type: str,
                  max_bytes: int | None = None) -> StoredFile:
-    """Stream a file into the store and make sure its row exists (no commit)."""
-    stored = offload_blocking(get_blob_store().put_file, source, max_bytes=max_bytes)
+    """A request's upload into the store (put_for_commit) and its row (no commit)."""
+    stored = put_for_commit(session, source, max_bytes=max_bytes)
     insert_ignore(session, Blob, blob_row(stored, content_type))
     return stored
+
+
+# Files up to this size are staged where the request runs; larger ones (spooled to disk by
+# the form parser) are written in a worker thread, so the event loop never copies them.
+INLINE_STAGE_MAX = 1024 * 1024
+_STAGED = "eoffice_staged_blobs"
+
+
+def put_for_commit(session: Session, source: BinaryIO, max_bytes: int | None = None
+                   ) -> StoredFile:
+    """Store a request's upload so that it is durable when `session` commits, and before.
+
+    On the local store a small file is written at once under a temporary name, without a
+    sync; just before the database commits, every file the transaction staged is synced and
+    put at its address in one hop off the event loop (a unit of work's or a batch's), and
+    a rollback deletes them. One hop per transaction instead of one per file: the hop and
+    the thread's share of the interpreter lock cost more of the API's CPU than the write
+    (bench/routing.py). Nothing reads a staged file before the commit; other stores (S3)
+    and large files are put at once, off the loop, as before.
+    """
+    store = get_blob_store()
+    if isinstance(store, LocalBlobStore) and _remaining_size(source) <= INLINE_STAGE_MAX:
+        staged = store.stage_file(source, max_bytes)
+        session.info.setdefault(_STAGED, (store, []))[1].append(staged)
+        return StoredFile(staged.sha256, staged.size)
+    return offload_blocking(store.put_file, source, max_bytes=max_bytes)
+
+
+def _remaining_size(source: BinaryIO) -> int:
+    try:
+        position = source.tell()
+        end = source.seek(0, os.SEEK_END)
+        source.seek(position)
+    except (AttributeError, OSError, ValueError):  # not seekable: treat as large
+        return INLINE_STAGE_MAX + 1
+    return end - position
+
+
+def _publish_staged(session: Session) -> None:
+    pending: tuple[LocalBlobStore, list[StagedFile]] | None = session.info.pop(_STAGED, None)
+    if pending is None:
+        return
+    store, staged = pending
+    try:
+        offload_blocking(store.publish_staged, staged)
+    except BaseException:
+        store.discard_staged(staged)
+        raise
+
+
+BEFORE_COMMIT_STEPS.append(_publish_staged)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _discard_unpublished(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without its commit (rolled back) leaves no staged file."""
+    if transaction.parent is None:
+        pending = session.info.pop(_STAGED, None)
+        if pending is not None:
+            pending[0].discard_staged(pending[1])
 
 
 def blob_row(stored: StoredFile, content_type: str) -> dict[str, Any]:

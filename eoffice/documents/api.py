@@ -170,8 +170,9 @@ async def create_document(unit: UnitOfWorkDep,
     their round trips and the server's work per document (bench/routing.py).
     """
     targets = parse_recipients(recipients)
-    result, replayed = await unit(_create_document, metadata, file, attachments, targets,
-                                  idempotency_key)
+    result, replayed = await unit.batched(
+        _create_document, metadata, file, attachments, targets, idempotency_key,
+        exclusive=None if idempotency_key is None else ("create", idempotency_key))
     if replayed is not None:
         return JSONResponse(result, status_code=replayed,
                             headers={"Idempotent-Replayed": "true"})
@@ -181,6 +182,9 @@ async def create_document(unit: UnitOfWorkDep,
 def _create_document(session: Session, principal: Principal, metadata: str, file: UploadFile,
                      attachments: list[UploadFile] | None, targets: list[str] | None,
                      idempotency_key: str | None) -> tuple[Any, int | None]:
+    # From the start of the uploads each time: a batch rolled back runs this again.
+    for upload in [file, *(attachments or [])]:
+        upload.file.seek(0)
     if idempotency_key is not None:
         body_hash = idempotency.request_hash({
             "metadata": metadata, "recipients": targets,

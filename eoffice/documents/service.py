@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 
 from eoffice.agencies.service import AgencyRow, AgencyTree
 from eoffice.audit.service import record
-from eoffice.blobs.service import StoredFile, blob_row, get_blob_store, store_upload
-from eoffice.db import defer_insert, offload_blocking
+from eoffice.blobs.service import StoredFile, blob_row, put_for_commit, store_upload
+from eoffice.db import defer_insert
 from eoffice.documents.schemas import DOCUMENT_TYPES, DocumentMetadata
 from eoffice.errors import Conflict, NotFound, UnsupportedMedia, ValidationFailed, from_pydantic
 from eoffice.models import (
@@ -46,9 +46,9 @@ def sniff_pdf(stream: BinaryIO) -> None:
                                detail_vi="Tệp chính không phải là PDF")
 
 
-def _store_pdf(file: BinaryIO) -> StoredFile:
+def _store_pdf(session: Session, file: BinaryIO) -> StoredFile:
     sniff_pdf(file)
-    return get_blob_store().put_file(file, max_bytes=_max_bytes())
+    return put_for_commit(session, file, max_bytes=_max_bytes())
 
 
 def _max_bytes() -> int:
@@ -84,7 +84,7 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
         "register_name": OUTGOING_REGISTER}
     referenced: list[tuple[Any, list[dict[str, Any]]]] = []
     if file is not None:
-        stored = offload_blocking(_store_pdf, file)
+        stored = _store_pdf(session, file)
         values["file_sha256"] = stored.sha256
         values["file_name"] = (file_name or "document.pdf")[-255:]
         referenced.append((Blob, [blob_row(stored, "application/pdf")]))

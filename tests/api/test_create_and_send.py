@@ -205,9 +205,10 @@ def test_per_document_calls_run_as_one_unit(env: Env, as_user: Clients, path: st
     """The calls agency systems make per document run as one unit of work (deps.UnitOfWork).
 
     On PostgreSQL the unit runs on the event loop (no worker thread waits for the
-    interpreter lock) and only the file goes to a worker thread, so the loop serves other
-    requests while it is written and synced; elsewhere the unit takes one hop to a worker
-    thread (the caller, handler and commit as dependencies took three).
+    interpreter lock) and only the file's sync goes to a worker thread, once, just before
+    the commit (blobs.put_for_commit), so the loop serves other requests meanwhile;
+    elsewhere the unit takes one hop to a worker thread (the caller, handler and commit as
+    dependencies took three).
     """
     import threading
     from unittest import mock
@@ -233,7 +234,7 @@ def test_per_document_calls_run_as_one_unit(env: Env, as_user: Clients, path: st
                                       headers=receiving, json={"code": "03"}),
         "inbox": lambda: client.get("/api/v1/inbox", headers=receiving),
     }
-    real_hop, real_put = anyio.to_thread.run_sync, LocalBlobStore.put_file
+    real_hop, real_publish = anyio.to_thread.run_sync, LocalBlobStore.publish_staged
     hops: list[object] = []
     statement_threads: set[int] = set()
     put_threads: list[int] = []
@@ -242,16 +243,16 @@ def test_per_document_calls_run_as_one_unit(env: Env, as_user: Clients, path: st
         hops.append(function)
         return await real_hop(function, *args, **kwargs)
 
-    def put(store: LocalBlobStore, *args: Any, **kwargs: Any) -> Any:
+    def publish(store: LocalBlobStore, *args: Any, **kwargs: Any) -> Any:
         put_threads.append(threading.get_ident())
-        return real_put(store, *args, **kwargs)
+        return real_publish(store, *args, **kwargs)
 
     def before(*_: object) -> None:
         statement_threads.add(threading.get_ident())
 
     loop_thread = client.portal.call(threading.get_ident)  # type: ignore[union-attr]
     with mock.patch.object(anyio.to_thread, "run_sync", counted), \
-            mock.patch.object(LocalBlobStore, "put_file", put), \
+            mock.patch.object(LocalBlobStore, "publish_staged", publish), \
             listening(client, ("before_cursor_execute", before)):
         response = calls[path]()
     assert response.status_code < 300, response.text
