@@ -79,6 +79,20 @@ def offload_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T
     return function(*args, **kwargs)
 
 
+def start_blocking(function: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """Start blocking I/O and return what waits for its result: in a unit of work on the
+    event loop, the call runs in a worker thread meanwhile (the unit's statements go on);
+    anywhere else it runs at once."""
+    if in_greenlet():
+        import asyncio
+
+        future = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(function, *args))
+        return lambda: await_only(future)  # type: ignore[no-any-return]
+    result = function(*args)
+    return lambda: result
+
+
 def get_engine() -> Engine:
     """The engine for the configured database."""
     return engine_for(get_settings().database_url)
@@ -122,6 +136,13 @@ _DEFERRED = "eoffice_deferred_rows"
 # that add rows of their own (the statistics enqueue theirs) register here rather than
 # listening to before_commit themselves, whose order between modules is import order.
 BEFORE_COMMIT_STEPS: list[Callable[[Session], None]] = []
+_COMMIT_WAITS = "eoffice_commit_waits"
+
+
+def wait_before_commit(session: Session, wait: Callable[[], None]) -> None:
+    """A step's work that runs while the deferred rows are written (start_blocking) and
+    must be done before the database commits: `wait` is called last, after them."""
+    session.info.setdefault(_COMMIT_WAITS, []).append(wait)
 
 
 def defer_insert(session: Session, model: Any, row: dict[str, Any]) -> None:
@@ -145,6 +166,8 @@ def _write_deferred(session: Session) -> None:
     tables = session.info.pop(_DEFERRED, None)
     if tables:
         _insert_deferred(session, [(model.__table__, rows) for model, rows in tables.items()])
+    for wait in session.info.pop(_COMMIT_WAITS, ()):
+        wait()
 
 
 def _insert_deferred(session: Session, tables: list[tuple[Any, list[dict[str, Any]]]]) -> None:

@@ -23,7 +23,7 @@ from eoffice.metrics import UNIT_BATCH_SIZE, UNIT_BATCHES_ROLLED_BACK
 from eoffice.models import ROW_ID_MAX
 from eoffice.observability import current_request_id, reset_request_id, set_request_id
 from eoffice.settings import get_settings
-from eoffice.users.service import Principal, principal_from_token
+from eoffice.users.service import Principal, principal_from_token, principals_from_tokens
 
 T = TypeVar("T")
 
@@ -186,8 +186,8 @@ class UnitBatcher:
 
     Nothing waits for a batch to fill: a lone request runs at once, alone, and batches only
     form while earlier ones are in flight (under load). What a document's send shares with
-    the others of its batch: the connection's checkout and pre-ping, the session, each
-    caller's resolution (one query per distinct credential), the deferred append-only rows
+    the others of its batch: the connection's checkout and pre-ping, the session, the
+    callers' resolution (one query for the batch's signed-in users), the deferred rows
     (one INSERT per table for the whole batch) and the commit.
 
     A work that raises rolls its batch back; it then runs alone (its own unit, its own
@@ -302,22 +302,19 @@ class UnitBatcher:
 
 def _run_batch(session: Session, batch: list[_Queued]) -> list[Any]:
     outcomes: list[Any] = []
-    principals: dict[str, Principal] = {}
     try:
+        try:  # every caller of the batch in one query
+            callers = principals_from_tokens(
+                session, list(dict.fromkeys(item.unit.credential for item in batch)))
+        except BaseException as exc:
+            _discard(session)
+            raise _Broken(0, exc) from exc
         for index, item in enumerate(batch):
             set_request_id(item.request_id)
-            credential = item.unit.credential
-            try:
-                principal = principals.get(credential)
-                if principal is None:
-                    principal = principals[credential] = principal_from_token(session,
-                                                                              credential)
-            except AppError as exc:  # refused before it wrote anything
-                outcomes.append(_Refused(exc))
+            principal = callers[item.unit.credential]
+            if isinstance(principal, AppError):  # refused before it wrote anything
+                outcomes.append(_Refused(principal))
                 continue
-            except BaseException as exc:
-                _discard(session)
-                raise _Broken(index, exc) from exc
             item.unit.request.state.principal = principal
             try:
                 outcomes.append(item.work(session, principal, *item.args))

@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
-from eoffice.db import BEFORE_COMMIT_STEPS, offload_blocking
+from eoffice.db import BEFORE_COMMIT_STEPS, offload_blocking, start_blocking, wait_before_commit
 from eoffice.errors import PayloadTooLarge, ServiceUnavailable
 from eoffice.models import Blob, utcnow
 from eoffice.rows import insert_ignore
@@ -362,10 +362,11 @@ def put_for_commit(session: Session, source: BinaryIO, max_bytes: int | None = N
     On the local store a small file is written at once under a temporary name, without a
     sync; just before the database commits, every file the transaction staged is synced and
     put at its address in one hop off the event loop (a unit of work's or a batch's), and
-    a rollback deletes them. One hop per transaction instead of one per file: the hop and
-    the thread's share of the interpreter lock cost more of the API's CPU than the write
-    (bench/routing.py). Nothing reads a staged file before the commit; other stores (S3)
-    and large files are put at once, off the loop, as before.
+    a rollback deletes them. One hop per transaction instead of one per file (the hop and
+    the thread's share of the interpreter lock cost more of the API's CPU than the write,
+    bench/routing.py), and it runs while the deferred rows are written. Nothing reads a
+    staged file before the commit; other stores (S3) and large files are put at once, off
+    the loop, as before.
     """
     store = get_blob_store()
     if isinstance(store, LocalBlobStore) and _remaining_size(source) <= INLINE_STAGE_MAX:
@@ -390,11 +391,17 @@ def _publish_staged(session: Session) -> None:
     if pending is None:
         return
     store, staged = pending
-    try:
-        offload_blocking(store.publish_staged, staged)
-    except BaseException:
-        store.discard_staged(staged)
-        raise
+    # Synced while the transaction's deferred rows are written; done before the commit.
+    finished = start_blocking(store.publish_staged, staged)
+
+    def wait() -> None:
+        try:
+            finished()
+        except BaseException:
+            store.discard_staged(staged)
+            raise
+
+    wait_before_commit(session, wait)
 
 
 BEFORE_COMMIT_STEPS.append(_publish_staged)

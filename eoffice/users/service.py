@@ -128,9 +128,46 @@ def principal_from_token(session: Session, token: str) -> Principal:
     # every API call), with the versions of the process caches read along.
     row = session.execute(_caller_query(len(VersionedCache.registry)),
                           {"user_id": int(payload.get("sub", 0))}).first()
+    if row is not None:
+        note_versions_from(session, row)
+    return _checked_caller(row, payload)
+
+
+def principals_from_tokens(session: Session, credentials: list[str]
+                           ) -> dict[str, Principal | Unauthenticated]:
+    """principal_from_token for several callers at once (a batch of units of work): the
+    signed-in users in one query; a refused credential maps to its error."""
+    resolved: dict[str, Principal | Unauthenticated] = {}
+    claims: dict[str, dict[str, Any]] = {}
+    for credential in credentials:
+        try:
+            if credential.startswith("eok_"):
+                resolved[credential] = principal_from_api_key(session, credential)
+            else:
+                claims[credential] = _verified_claims(credential,
+                                                      get_settings().signing_secret())
+        except Unauthenticated as exc:
+            resolved[credential] = exc
+    if claims:
+        rows = {row.id: row for row in session.execute(
+            _callers_query(len(VersionedCache.registry)),
+            {"user_ids": sorted({int(c.get("sub", 0)) for c in claims.values()})})}
+        if rows:
+            note_versions_from(session, next(iter(rows.values())))
+        for credential, payload in claims.items():
+            try:
+                resolved[credential] = _checked_caller(rows.get(int(payload.get("sub", 0))),
+                                                       payload)
+            except Unauthenticated as exc:
+                resolved[credential] = exc
+    return resolved
+
+
+def _checked_caller(row: Row[Any] | None, payload: dict[str, Any]) -> Principal:
+    """The principal of a verified token's user row, unless the user was disabled or their
+    tokens revoked (token_version) since it was issued."""
     if row is None or not row.is_active or payload.get("ver") != row.token_version:
         raise Unauthenticated("invalid or expired token", detail_vi=_BAD_TOKEN_VI)
-    note_versions_from(session, row)
     return _user_principal(row, row.agency_code)
 
 
@@ -161,13 +198,22 @@ def _signed_claims(token: str, secret: str) -> dict[str, Any]:
 @lru_cache(maxsize=4)
 def _caller_query(_caches: int) -> Any:
     """Built once per number of registered caches: one registered later still rides along."""
+    return _callers().where(User.__table__.c.id == bindparam("user_id"))  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=4)
+def _callers_query(_caches: int) -> Any:
+    return _callers().where(
+        User.__table__.c.id.in_(bindparam("user_ids", expanding=True)))  # type: ignore[attr-defined]
+
+
+def _callers() -> Any:
     users, agencies = User.__table__, Agency.__table__  # type: ignore[attr-defined]
     return (sa_select(users.c.id, users.c.username, users.c.full_name, users.c.position,
                       users.c.role, users.c.agency_id, users.c.scope_agency_id,
                       users.c.is_active, users.c.token_version,
                       agencies.c.code.label("agency_code"), *version_columns())
-            .select_from(users.outerjoin(agencies, agencies.c.id == users.c.agency_id))
-            .where(users.c.id == bindparam("user_id")))
+            .select_from(users.outerjoin(agencies, agencies.c.id == users.c.agency_id)))
 
 
 def _key_hash(secret: str) -> str:

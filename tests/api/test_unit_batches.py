@@ -120,10 +120,12 @@ def test_waiting_sends_share_one_transaction(env: Env, as_user: Clients) -> None
 
 
 def test_the_batch_commits_once(env: Env, as_user: Clients) -> None:
-    """Five sends by one clerk: one caller query, the five documents' writes, one commit
-    (the eager tasks of the tests commit on their own, after it)."""
+    """Five sends by the clerks of two agencies: one query for both callers, the five
+    documents' writes, one commit (the tests' eager tasks commit on their own, after it)."""
     receiver = env.user("clerk.vuthu")["agency_code"]
     requests = [_request(as_user, f"Once {n}", receiver) for n in range(5)]
+    for request in requests[::2]:
+        request["headers"] = as_user.headers("clerk.tinh")
     seen: list[str] = []
 
     def statement(_conn: object, _cursor: object, text: str, *_: object) -> None:
