@@ -46,7 +46,9 @@ async def send(document_id: RowId, body: SendRequest, unit: UnitOfWorkDep,
                ) -> JSONResponse:
     """Send to agencies and/or groups: one delivery per receiver, placed in the inboxes by
     this request for a few receivers (`inline_delivery_max`), by a worker for more."""
-    result, replayed = await unit(_send, document_id, body, idempotency_key)
+    result, replayed = await unit.batched(
+        _send, document_id, body, idempotency_key,
+        exclusive=None if idempotency_key is None else ("send", document_id, idempotency_key))
     if replayed is not None:
         return JSONResponse(result, status_code=replayed,
                             headers={"Idempotent-Replayed": "true"})
@@ -130,7 +132,7 @@ def get_delivery(delivery_id: RowId, session: SessionDep,
 async def change_status(delivery_id: RowId, body: StatusChange,
                         unit: UnitOfWorkDep) -> dict[str, Any]:
     """edXML business status: 02/03/04/05/06 and 15/16 by the receiver, 13 by the sender."""
-    return await unit(_change_status, delivery_id, body)
+    return await unit.batched(_change_status, delivery_id, body)
 
 
 def _change_status(session: Session, principal: Principal, delivery_id: int,

@@ -271,3 +271,50 @@ def test_idempotency_twins_never_share_a_batch(env: Env, as_user: Clients) -> No
     assert [r.headers.get("Idempotent-Replayed") for r in responses].count("true") == 1
     assert sizes == [1, 1]
     assert _count_documents() == before + 1
+
+
+def test_sends_and_status_changes_batch_too(env: Env, as_user: Clients) -> None:
+    """The other calls agency systems make per document: a draft's send and a receiver's
+    status change, each waiting request in one batch, each with its own answer."""
+    receiver = env.user("clerk.vuthu")["agency_code"]
+    drafts = [as_user.client.post(
+        "/api/v1/documents", headers=as_user.headers(CLERK),
+        data={"metadata": json.dumps(metadata(subject=f"Draft {n}"))},
+        files={"file": ("a.pdf", make_pdf(f"draft {n}"), "application/pdf")}).json()["id"]
+        for n in range(3)]
+    sent: list[Any] = [None] * 3
+
+    def send(index: int) -> None:
+        sent[index] = as_user.client.post(f"/api/v1/documents/{drafts[index]}/send",
+                                          headers=as_user.headers(CLERK),
+                                          json={"recipients": [receiver]})
+
+    with one_batch_of(3) as sizes:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [r.status_code for r in sent] == [202] * 3, [r.text for r in sent]
+    assert sizes == [3]
+    assert [r.json()["document_id"] for r in sent] == drafts
+    deliveries = [r.json()["deliveries"][0]["id"] for r in sent]
+    receiving = as_user.headers("clerk.vuthu")
+    changed: list[Any] = [None] * 3
+
+    def accept(index: int) -> None:
+        changed[index] = as_user.client.post(f"/api/v1/deliveries/{deliveries[index]}/status",
+                                             headers=receiving, json={"code": "03"})
+
+    with one_batch_of(3) as sizes:
+        threads = [threading.Thread(target=accept, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [r.status_code for r in changed] == [200] * 3, [r.text for r in changed]
+    assert sizes == [3]
+    assert [r.json()["status_code"] for r in changed] == ["03"] * 3
+    # Each delivery got an arrival number of its own in the receiver's register.
+    assert sorted(r.json()["arrival_number"] for r in changed) == sorted(
+        {r.json()["arrival_number"] for r in changed})
