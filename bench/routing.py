@@ -1,3 +1,9 @@
+# Session 11 (2026-11-27), --seconds 10, seven runs with group commit (deps.UnitBatcher) and
+#   staged blob writes: baseline 907-1153/s; one agency's clerk 234-267 documents/s
+#   (0.232-0.269, target 0.25 met in 3 of 7 runs), 8 agencies 235-253/s (0.204-0.262).
+#   CPU ms per document: api 2.6-3.0, worker 1.1-1.2, postgres 1.0-1.2, client 0.7-0.9.
+#   The session's start (86f0d49), same machine: 160.4/s and 181.9/s (0.194, 0.185 of
+#   825.5/s and 985.9/s), api 4.38-4.43, postgres 1.87-2.08. Fan-out median 0.059-0.061 s (met).
 # Session 10 (2026-11-27), --seconds 10, five runs: baseline 537-663/s; sending 0.203-0.219
 #   from one agency's clerk (target 0.25: NOT met), 0.208-0.233 from 8 agencies; with the
 #   workers paused 0.223-0.249 (API 6.8-7.0 ms CPU per document, 93-96% of a core: the API
