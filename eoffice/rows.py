@@ -27,6 +27,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
@@ -99,6 +100,71 @@ def insert_rows(session: Session, model: type[T], rows: list[dict[str, Any]],
         filled = sorted(filled, key=lambda row: int(row[0]))
     return [_persistent(session, loadable, row, dict(zip(returned, written, strict=True)))
             for row, written in zip(full, filled, strict=True)]
+
+
+def insert_rows_with_children(session: Session, parent: type[T], parent_rows: list[dict[str, Any]],
+                              child: type[C], child_rows: list[dict[str, Any]], link: str
+                              ) -> tuple[list[T], list[C]]:
+    """insert_rows of `parent` rows and of `child` rows whose column `link` names a parent:
+    given as the parent's position in `parent_rows`, written as its new key.
+
+    On PostgreSQL one statement when both tables fill in only their keys (a send's
+    deliveries and their events): the parents' INSERT is a CTE, the children's takes the
+    new keys from it by position. A round trip and a statement fewer per document; in a
+    batch of sends the statements of its documents follow one another, so each one the
+    batch waits for counts (bench/routing.py). Elsewhere, two insert_rows.
+    """
+    if not child_rows:
+        return insert_rows(session, parent, parent_rows), []
+    loadable_parent: Any = parent
+    loadable_child: Any = child
+    parents_full = [_with_defaults(loadable_parent, row) for row in parent_rows]
+    children_full = [_with_defaults(loadable_child, row) for row in child_rows]
+    parent_table, child_table = loadable_parent.__table__, loadable_child.__table__
+    parent_columns = same_columns(parent_table, parents_full)
+    child_columns = same_columns(child_table, children_full)
+    parent_key, parent_returned = _returned_columns(parent_table, parent_columns)
+    child_key, child_returned = _returned_columns(child_table, child_columns)
+    bind = session.get_bind()
+    if (bind.dialect.name != "postgresql" or parent_returned != (parent_key,)
+            or child_returned != (child_key,) or parent_key in parent_columns):
+        parents = insert_rows(session, parent, parent_rows)
+        return parents, insert_rows(session, child, [
+            {**row, link: getattr(parents[row[link]], parent_key)} for row in child_rows])
+    statement = _linked_insert(parent_table, parent_columns, child_table, child_columns, link,
+                               bind.dialect.identifier_preparer)
+    written = session.execute(statement, {"parents": json_rows(parents_full),
+                                          "children": json_rows(children_full)}).all()
+    # Serial keys follow the order of each table's rows (as in insert_rows).
+    parent_keys = sorted(int(row[1]) for row in written if row[0] == 0)
+    child_keys = sorted(int(row[1]) for row in written if row[0] == 1)
+    parents = [_persistent(session, loadable_parent, row, {parent_key: key})
+               for row, key in zip(parents_full, parent_keys, strict=True)]
+    children = [_persistent(session, loadable_child,
+                            {**row, link: parent_keys[row[link]]}, {child_key: key})
+                for row, key in zip(children_full, child_keys, strict=True)]
+    return parents, children
+
+
+@lru_cache(maxsize=16)
+def _linked_insert(parent_table: Any, parent_columns: tuple[str, ...], child_table: Any,
+                   child_columns: tuple[str, ...], link: str, quoting: Any) -> Any:
+    q = quoting.quote
+    parent_key = q(next(iter(parent_table.primary_key)).name)
+    child_key = q(next(iter(child_table.primary_key)).name)
+    parents_sql = insert_from_recordset(parent_table, parent_columns, "parents", quoting)
+    picked = ", ".join("positioned.new_key" if name == link else f"child.{q(name)}"
+                       for name in child_columns)
+    return text(
+        f"WITH parents AS ({parents_sql} RETURNING {parent_key}), "
+        f"positioned AS (SELECT {parent_key} AS new_key, "
+        f"row_number() OVER (ORDER BY {parent_key}) - 1 AS position FROM parents), "
+        f"children AS (INSERT INTO {quoting.format_table(child_table)} "
+        f"({', '.join(q(name) for name in child_columns)}) SELECT {picked} FROM "
+        f"{recordset(quoting.format_table(child_table), 'children')} WITH ORDINALITY AS child "
+        f"JOIN positioned ON positioned.position = child.{q(link)} "
+        f"ORDER BY child.ordinality RETURNING {child_key}) "
+        f"SELECT 0, {parent_key} FROM parents UNION ALL SELECT 1, {child_key} FROM children")
 
 
 def _persistent(session: Session, model: Any, values: dict[str, Any],

@@ -23,7 +23,7 @@ from eoffice.documents.service import (
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document, User, utcnow
 from eoffice.outbox import enqueue
-from eoffice.rows import insert_rows
+from eoffice.rows import insert_rows, insert_rows_with_children
 from eoffice.settings import get_settings
 from eoffice.timeutil import day_end_utc, day_start_utc, local_date, local_now, local_today
 from eoffice.users.service import Principal
@@ -101,18 +101,19 @@ def send_document(session: Session, principal: Principal, document: Document,
     if inline:
         # Written as arrived at once: one INSERT, no UPDATE of the rows just inserted.
         rows = [{**row, **_arrived_values(now)} for row in rows]
-    created = insert_rows(session, Delivery, rows)
-    # One event per new delivery, written in bulk; the audit entry below names them all.
-    queued = [{"delivery_id": d.id or 0, "action": "queued", "transport_status": "queued",
+    # The deliveries and their events in one statement (rows.insert_rows_with_children):
+    # an event names its delivery by position until the delivery's key exists.
+    events = [{"delivery_id": position, "action": "queued", "transport_status": "queued",
                "actor_user_id": principal.user_id, "actor_agency_id": principal.agency_id,
-               "at": now} for d in created]
+               "at": now} for position in range(len(rows))]
+    if inline:
+        events += _arrival_rows(list(range(len(rows))), now)
+    created, written = insert_rows_with_children(session, Delivery, rows, DeliveryEvent,
+                                                 events, link="delivery_id")
     arrived: list[DeliveryEvent] = []
     if inline:
-        # The queued and arrived events of the new deliveries go out in one INSERT.
-        written = insert_rows(session, DeliveryEvent, [*queued, *_arrival_rows(created, now)])
-        arrived = _arrived(session, document.id or 0, created, written[len(queued):])
+        arrived = _arrived(session, document.id or 0, created, written[len(rows):])
     elif created:
-        insert_rows(session, DeliveryEvent, queued)
         enqueue(session, "exchange.deliver", document.id)
     # The register number is taken last, in the statement that marks the document sent:
     # the counter's row lock lasts until commit, and every clerk of the agency numbering
@@ -152,7 +153,8 @@ def deliver(session: Session, document_id: int) -> int:
         return 0
     arrived, now = list(queued), utcnow()
     _mark_arrived(arrived, now)
-    events = insert_rows(session, DeliveryEvent, _arrival_rows(arrived, now))
+    events = insert_rows(session, DeliveryEvent,
+                         _arrival_rows([d.id or 0 for d in arrived], now))
     _run_listeners(session, _arrived(session, document_id, arrived, events),
                    {d.id or 0: d for d in arrived})
     return len(arrived)
@@ -173,13 +175,13 @@ def _arrived_values(now: datetime) -> dict[str, Any]:
             "updated_at": now, "transport_attempts": 1}
 
 
-def _arrival_rows(deliveries: list[Delivery], now: datetime) -> list[dict[str, Any]]:
+def _arrival_rows(delivery_ids: list[int], now: datetime) -> list[dict[str, Any]]:
     """The arrival events (01) of deliveries marked arrived at `now`. A small fan-out's are
     written as notified: its listeners run in this transaction (_arrived)."""
-    notified = now if _notified_inline(deliveries) else None
-    return [{"delivery_id": d.id or 0, "code": "01", "action": "arrived",
+    notified = now if len(delivery_ids) <= INLINE_NOTIFY_MAX else None
+    return [{"delivery_id": delivery_id, "code": "01", "action": "arrived",
              "transport_status": "delivered", "at": now, "notified_at": notified}
-            for d in deliveries]
+            for delivery_id in delivery_ids]
 
 
 def _notified_inline(deliveries: list[Delivery]) -> bool:

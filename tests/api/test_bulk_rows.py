@@ -96,6 +96,44 @@ def test_insert_rows_objects_equal_a_fresh_read_for_a_sends_rows(env: Env) -> No
                         == {c: getattr(fresh, c) for c in columns}), model.__name__
 
 
+def test_children_name_their_parents_by_position(env: Env) -> None:
+    """insert_rows_with_children (a send's deliveries and events; one statement on
+    PostgreSQL): each child gets the key of the parent at its position, keys follow the
+    rows' order, and the objects equal a fresh read."""
+    from eoffice.db import new_session
+    from eoffice.models import Agency, Delivery, DeliveryEvent, Document
+    from eoffice.rows import insert_rows, insert_rows_with_children
+
+    at = datetime(2026, 5, 4, 3, 2, 1, 654321, tzinfo=timezone(timedelta(hours=7)))
+    with new_session() as session:
+        agencies = session.exec(select(Agency.id).order_by(Agency.id).limit(3)).all()
+        document = insert_rows(session, Document, [{"sender_id": agencies[0],
+                                                    "type_name": "Tờ trình", "subject": "Gửi"}])[0]
+        parents = [{"document_id": document.id, "recipient_id": agency,
+                    "arrival_date": date(2026, 5, 4)} for agency in agencies]
+        # Out of the parents' order, several per parent, one parent without any.
+        links = [2, 0, 2, 0, 2]
+        children = [{"delivery_id": link, "action": f"event {n}", "at": at}
+                    for n, link in enumerate(links)]
+        deliveries, events = insert_rows_with_children(session, Delivery, parents,
+                                                       DeliveryEvent, children, "delivery_id")
+        assert all(inspect(item).persistent for item in [*deliveries, *events])
+        assert not session.dirty and not session.new
+        session.commit()
+    assert [d.recipient_id for d in deliveries] == list(agencies)
+    assert [d.id for d in deliveries] == sorted(d.id for d in deliveries)
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert [e.delivery_id for e in events] == [deliveries[link].id for link in links]
+    assert [e.action for e in events] == [f"event {n}" for n in range(len(links))]
+    with new_session() as session:
+        for model, written in ((Delivery, deliveries), (DeliveryEvent, events)):
+            columns = [column.name for column in model.__table__.c]  # type: ignore[attr-defined]
+            for item in written:
+                fresh = session.get(model, item.id)
+                assert ({c: getattr(item, c) for c in columns}
+                        == {c: getattr(fresh, c) for c in columns}), model.__name__
+
+
 def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:
     from eoffice.db import new_session
     from eoffice.models import Document
