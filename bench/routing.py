@@ -1,9 +1,11 @@
-# Session 11 (2026-11-27), --seconds 10, seven runs with group commit (deps.UnitBatcher) and
-#   staged blob writes: baseline 907-1153/s; one agency's clerk 234-267 documents/s
-#   (0.232-0.269, target 0.25 met in 3 of 7 runs), 8 agencies 235-253/s (0.204-0.262).
-#   CPU ms per document: api 2.6-3.0, worker 1.1-1.2, postgres 1.0-1.2, client 0.7-0.9.
-#   The session's start (86f0d49), same machine: 160.4/s and 181.9/s (0.194, 0.185 of
-#   825.5/s and 985.9/s), api 4.38-4.43, postgres 1.87-2.08. Fan-out median 0.059-0.061 s (met).
+# Session 11 (2026-11-27), --seconds 10. Final code (21bf54e: group commit, staged blob
+#   writes, deliveries and events in one statement), five runs: baseline 1057-1115/s; one
+#   agency's clerk 284-300 documents/s (0.255-0.283, target 0.25 met in 5 of 5), 8 agencies
+#   263-297/s (0.237-0.273, met in 3 of 5). CPU ms per document: api 2.3-2.4, worker
+#   1.0-1.1, postgres 0.9-1.0, client 0.7 (8 agencies: api 2.5-2.8, postgres 1.1-1.2).
+#   Fan-out median 0.054-0.060 s (met). Group commit and staging alone (8c82601), seven
+#   runs: 234-267/s, 0.232-0.269 of 907-1153/s. The session's start (86f0d49): 160.4/s and
+#   181.9/s (0.194, 0.185 of 825.5/s and 985.9/s), api 4.38-4.43, postgres 1.87-2.08.
 # Session 10 (2026-11-27), --seconds 10, five runs: baseline 537-663/s; sending 0.203-0.219
 #   from one agency's clerk (target 0.25: NOT met), 0.208-0.233 from 8 agencies; with the
 #   workers paused 0.223-0.249 (API 6.8-7.0 ms CPU per document, 93-96% of a core: the API
