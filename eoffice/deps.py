@@ -231,8 +231,13 @@ class UnitBatcher:
         batch: list[_Queued] = []
         try:
             while self.queue:
+                # One turn of the loop first: requests whose parsing ends in this turn join
+                # the batch instead of starting one of their own (measured: without it, most
+                # batches of eight agencies' clerks held one request).
+                await asyncio.sleep(0)
                 batch = self._take()
-                await self._run(app, batch)
+                if batch:  # another drainer may have taken them all meanwhile
+                    await self._run(app, batch)
                 batch = []
         except BaseException:  # cancelled (the server stops) or a fault of ours
             stopped = ServiceUnavailable("the server is stopping; please retry",
