@@ -1,10 +1,10 @@
-# Session 11 (2026-11-27), --seconds 10. Final code (21bf54e: group commit, staged blob
-#   writes, deliveries and events in one statement), five runs: baseline 1057-1115/s; one
-#   agency's clerk 284-300 documents/s (0.255-0.283, target 0.25 met in 5 of 5), 8 agencies
-#   263-297/s (0.237-0.273, met in 3 of 5). CPU ms per document: api 2.3-2.4, worker
-#   1.0-1.1, postgres 0.9-1.0, client 0.7 (8 agencies: api 2.5-2.8, postgres 1.1-1.2).
-#   Fan-out median 0.054-0.060 s (met). Group commit and staging alone (8c82601), seven
-#   runs: 234-267/s, 0.232-0.269 of 907-1153/s. The session's start (86f0d49): 160.4/s and
+# Session 11 (2026-11-27), --seconds 10, group commit (deps.UnitBatcher), staged blob writes,
+#   deliveries and events in one statement. Final code (34ff362), five runs on a slower
+#   phase (baseline 798-953/s): one agency's clerk 228-272 documents/s (0.2496-0.305, target
+#   met in 4 of 5: 0.2496 in one), 8 agencies 221-252/s (0.242-0.298, met in 3 of 5); api
+#   2.6-3.1 ms CPU per document, postgres 1.0-1.2, worker 1.1-1.3, client 0.7-0.9. 21bf54e,
+#   five runs (baseline 1057-1115/s): 284-300/s (0.255-0.283), 8 agencies 0.237-0.273, api
+#   2.3-2.4. Fan-out median 0.054-0.062 s (met). The session's start (86f0d49): 160.4/s and
 #   181.9/s (0.194, 0.185 of 825.5/s and 985.9/s), api 4.38-4.43, postgres 1.87-2.08.
 # Session 10 (2026-11-27), --seconds 10, five runs: baseline 537-663/s; sending 0.203-0.219
 #   from one agency's clerk (target 0.25: NOT met), 0.208-0.233 from 8 agencies; with the
