@@ -113,20 +113,8 @@ class UnitOfWork:
         self.credential = credential
 
     async def __call__(self, work: Callable[..., T], *args: Any) -> T:
-        engine = unit_engine(self.request.app)
-        if engine is None:
-            return await anyio.to_thread.run_sync(self._run, new_session(), work, args)
-        session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
-        # Shielded like the thread it replaces: a client hanging up does not stop a unit
-        # halfway (the commit or rollback below always runs and the connection goes back).
-        with anyio.CancelScope(shield=True):
-            try:
-                # sync_session_class makes it SQLModel's Session, which services expect.
-                result = await session.run_sync(
-                    lambda sync_session: self._run(cast(Session, sync_session), work, args))
-            finally:
-                await session.close()
-        return result
+        return await in_unit_session(self.request.app,
+                                     lambda session: self._run(session, work, args))
 
     async def batched(self, work: Callable[..., T], *args: Any,
                       exclusive: Hashable | None = None) -> T:
@@ -156,6 +144,26 @@ class UnitOfWork:
             raise
         _commit(session)
         return result
+
+
+async def in_unit_session(app: Any, run: Callable[[Session], T]) -> T:
+    """`run` with a new session, as a unit of work runs: on PostgreSQL on the event loop
+    (the loop's asyncio engine, the synchronous code in a greenlet), elsewhere in one
+    worker thread. `run` commits or rolls back and closes the session itself."""
+    engine = unit_engine(app)
+    if engine is None:
+        return await anyio.to_thread.run_sync(run, new_session())
+    session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
+    # Shielded like the thread it replaces: a client hanging up does not stop a unit
+    # halfway (the commit or rollback always runs and the connection goes back).
+    with anyio.CancelScope(shield=True):
+        try:
+            # sync_session_class makes it SQLModel's Session, which services expect.
+            result = await session.run_sync(
+                lambda sync_session: run(cast(Session, sync_session)))
+        finally:
+            await session.close()
+    return result
 
 
 class _Queued(NamedTuple):
@@ -255,7 +263,7 @@ class UnitBatcher:
             await self._alone(batch[0])
             return
         try:
-            outcomes = await self._attempt(app, batch)
+            outcomes = await in_unit_session(app, lambda session: _run_batch(session, batch))
         except _Broken as broken:
             if broken.index is None:
                 if isinstance(broken.cause, OperationalError):
@@ -290,19 +298,6 @@ class UnitBatcher:
             _settle(item, value=value)
         finally:
             reset_request_id(token)
-
-    async def _attempt(self, app: Any, batch: list[_Queued]) -> list[Any]:
-        engine = unit_engine(app)
-        if engine is None:
-            return await anyio.to_thread.run_sync(_run_batch, new_session(), batch)
-        session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
-        with anyio.CancelScope(shield=True):
-            try:
-                outcomes = await session.run_sync(
-                    lambda sync_session: _run_batch(cast(Session, sync_session), batch))
-            finally:
-                await session.close()
-        return outcomes
 
 
 def _run_batch(session: Session, batch: list[_Queued]) -> list[Any]:

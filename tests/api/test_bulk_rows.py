@@ -9,6 +9,7 @@ would corrupt documents, deliveries or the audit chain without any statement fai
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -67,6 +68,19 @@ def test_insert_rows_round_trips_every_kind_of_value(env: Env) -> None:
             assert fresh.created_at is not None
 
 
+def _assert_as_read_fresh(written: list[tuple[Any, list[Any]]]) -> None:
+    """Each object, column by column, equals what a new session reads for its row."""
+    from eoffice.db import new_session
+
+    with new_session() as session:
+        for model, items in written:
+            columns = [column.name for column in model.__table__.c]
+            for item in items:
+                fresh = session.get(model, item.id)
+                assert ({c: getattr(item, c) for c in columns}
+                        == {c: getattr(fresh, c) for c in columns}), model.__name__
+
+
 def test_insert_rows_objects_equal_a_fresh_read_for_a_sends_rows(env: Env) -> None:
     """The deliveries and events a send writes (defaults, JSON, dates, times) are made from
     the values written, not read back: each column must equal what a new session reads."""
@@ -87,13 +101,7 @@ def test_insert_rows_objects_equal_a_fresh_read_for_a_sends_rows(env: Env) -> No
         events = insert_rows(session, DeliveryEvent, [
             {"delivery_id": d.id, "action": "queued", "at": at} for d in deliveries])
         session.commit()
-    with new_session() as session:
-        for model, written in ((Delivery, deliveries), (DeliveryEvent, events)):
-            columns = [column.name for column in model.__table__.c]  # type: ignore[attr-defined]
-            for item in written:
-                fresh = session.get(model, item.id)
-                assert ({c: getattr(item, c) for c in columns}
-                        == {c: getattr(fresh, c) for c in columns}), model.__name__
+    _assert_as_read_fresh([(Delivery, deliveries), (DeliveryEvent, events)])
 
 
 def test_children_name_their_parents_by_position(env: Env) -> None:
@@ -125,13 +133,7 @@ def test_children_name_their_parents_by_position(env: Env) -> None:
     assert [e.id for e in events] == sorted(e.id for e in events)
     assert [e.delivery_id for e in events] == [deliveries[link].id for link in links]
     assert [e.action for e in events] == [f"event {n}" for n in range(len(links))]
-    with new_session() as session:
-        for model, written in ((Delivery, deliveries), (DeliveryEvent, events)):
-            columns = [column.name for column in model.__table__.c]  # type: ignore[attr-defined]
-            for item in written:
-                fresh = session.get(model, item.id)
-                assert ({c: getattr(item, c) for c in columns}
-                        == {c: getattr(fresh, c) for c in columns}), model.__name__
+    _assert_as_read_fresh([(Delivery, deliveries), (DeliveryEvent, events)])
 
 
 def test_insert_rows_refuses_rows_of_different_shapes(env: Env) -> None:

@@ -5,11 +5,12 @@ a rollback (blobs.put_for_commit)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,22 +51,27 @@ def one_batch_of(size: int) -> Iterator[list[int]]:
         yield sizes
 
 
-def _post_all(as_user: Clients, requests: list[dict[str, Any]]) -> list[Any]:
-    """POST /documents for each request at once, one thread each."""
-    responses: list[Any] = [None] * len(requests)
+def _at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Each call in a thread of its own, all at once; their results in order."""
+    results: list[Any] = [None] * len(calls)
 
-    def post(index: int) -> None:
-        request = requests[index]
-        responses[index] = as_user.client.post(
-            "/api/v1/documents", headers=request["headers"], data=request["data"],
-            files={"file": ("a.pdf", request["pdf"], "application/pdf")})
+    def run(index: int) -> None:
+        results[index] = calls[index]()
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(requests))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    return responses
+    return results
+
+
+def _post_all(as_user: Clients, requests: list[dict[str, Any]]) -> list[Any]:
+    """POST /documents for each request at once, one thread each."""
+    return _at_once([functools.partial(
+        as_user.client.post, "/api/v1/documents", headers=request["headers"],
+        data=request["data"], files={"file": ("a.pdf", request["pdf"], "application/pdf")})
+        for request in requests])
 
 
 def _request(as_user: Clients, subject: str, receiver: str, **headers: str) -> dict[str, Any]:
@@ -282,36 +288,20 @@ def test_sends_and_status_changes_batch_too(env: Env, as_user: Clients) -> None:
         data={"metadata": json.dumps(metadata(subject=f"Draft {n}"))},
         files={"file": ("a.pdf", make_pdf(f"draft {n}"), "application/pdf")}).json()["id"]
         for n in range(3)]
-    sent: list[Any] = [None] * 3
-
-    def send(index: int) -> None:
-        sent[index] = as_user.client.post(f"/api/v1/documents/{drafts[index]}/send",
-                                          headers=as_user.headers(CLERK),
-                                          json={"recipients": [receiver]})
-
     with one_batch_of(3) as sizes:
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        sent = _at_once([functools.partial(
+            as_user.client.post, f"/api/v1/documents/{draft}/send",
+            headers=as_user.headers(CLERK), json={"recipients": [receiver]})
+            for draft in drafts])
     assert [r.status_code for r in sent] == [202] * 3, [r.text for r in sent]
     assert sizes == [3]
     assert [r.json()["document_id"] for r in sent] == drafts
     deliveries = [r.json()["deliveries"][0]["id"] for r in sent]
     receiving = as_user.headers("clerk.vuthu")
-    changed: list[Any] = [None] * 3
-
-    def accept(index: int) -> None:
-        changed[index] = as_user.client.post(f"/api/v1/deliveries/{deliveries[index]}/status",
-                                             headers=receiving, json={"code": "03"})
-
     with one_batch_of(3) as sizes:
-        threads = [threading.Thread(target=accept, args=(i,)) for i in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        changed = _at_once([functools.partial(
+            as_user.client.post, f"/api/v1/deliveries/{delivery}/status",
+            headers=receiving, json={"code": "03"}) for delivery in deliveries])
     assert [r.status_code for r in changed] == [200] * 3, [r.text for r in changed]
     assert sizes == [3]
     assert [r.json()["status_code"] for r in changed] == ["03"] * 3
