@@ -64,9 +64,10 @@
 #   34.4-38.0/s against 637-674/s (0.051-0.060).
 """Routing throughput on the production path: PostgreSQL, Redis, Celery workers, uvicorn.
 
-    .venv/bin/python bench/routing.py [--seconds 8] [--clients 8] [--receivers 100]
+    .venv/bin/python bench/routing.py [--seconds 8] [--bursts 4] [--clients 8] [--receivers 100]
 
-Measures, in one run and against the same PostgreSQL server:
+Measures, in one run and against the same PostgreSQL server (the baseline and the two
+sending loads in alternating bursts, see measure_interleaved):
   * baseline: a bare FastAPI endpoint (uvicorn subprocess) inserting one row per request;
   * sending: documents sent per second through the real API (uvicorn subprocess), each a
     small PDF of its own sent to one receiver: first in one request (POST /documents with
@@ -286,7 +287,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--receivers", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="fan-out sends")
+    parser.add_argument("--bursts", type=int, default=4,
+                        help="rounds of alternating baseline and sending bursts")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument("--api-processes", type=int, default=1,
                         help="uvicorn processes of the API and, alike, of the baseline")
@@ -450,6 +453,70 @@ def drain_queues(url: str, limit: float = 600.0) -> float:
     raise RuntimeError(f"queues did not drain in {limit:.0f} s")
 
 
+class Phase:
+    """One measured load's totals over its bursts: requests done, seconds (a sending burst's
+    includes the workers' drain after it), CPU seconds by process group, per-burst rates."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.seconds = 0.0
+        self.cpu: dict[str, float] = {}
+        self.rates: list[float] = []
+        self.drains: list[float] = []
+
+    def add(self, done: int, seconds: float, before: dict[str, float],
+            after: dict[str, float]) -> None:
+        self.done += done
+        self.seconds += seconds
+        self.rates.append(done / seconds)
+        for name in after:
+            self.cpu[name] = self.cpu.get(name, 0.0) + after[name] - before[name]
+
+    def cpu_per_item(self) -> dict[str, float]:
+        return {name: round(used / max(self.done, 1) * 1000, 2)
+                for name, used in self.cpu.items() if used > 0}
+
+    def ratios(self, baseline: Phase) -> list[float]:
+        """This load's rate over the baseline's, burst by burst (same round)."""
+        return [round(mine / base, 3) for mine, base in zip(self.rates, baseline.rates,
+                                                            strict=True)]
+
+
+def measure_interleaved(loads: dict[str, Callable[[Any], None]], url: str,
+                        args: argparse.Namespace, groups: dict[str, int]) -> dict[str, Phase]:
+    """The baseline and the sending loads in alternating bursts, each load `--seconds` in
+    all over `--bursts` rounds, the order rotated every round.
+
+    This machine's speed moves by +-20% within minutes, and a baseline measured in the ten
+    seconds before the sending phase could meet another machine than the sending did (one
+    agency's ratio read 0.22 and 0.30 in two runs of the same code twenty minutes apart).
+    Bursts of each load in every round meet the same machines alike. After a sending burst
+    the workers finish its tasks before the next burst starts (none runs during a baseline
+    burst), and the burst is charged for the tasks it left behind at the
+    machine's full capacity (their CPU time over the number of cores), not for the drain's
+    wall time, most of which is the outbox waiting out its batch window
+    (outbox_batch_task_seconds) with the cores idle.
+    """
+    phases = {name: Phase() for name in loads}
+    names = list(loads)
+    burst = args.seconds / args.bursts
+    for round_ in range(args.bursts):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            before = cpu_seconds(groups)
+            done, seconds = hammer(burst, args.clients, loads[name])
+            if name != "baseline":
+                ended = cpu_seconds(groups)
+                phases[name].drains.append(drain_queues(url))
+                drained = cpu_seconds(groups)
+                # The burst's leftover tasks, run after it ended, charged at the machine's
+                # full capacity: their CPU time spread over every core.
+                seconds += sum(drained[group] - ended[group] for group in drained
+                               if group != "client") / (os.cpu_count() or 1)
+            phases[name].add(done, seconds, before, cpu_seconds(groups))
+    return phases
+
+
 def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
         groups: dict[str, int]) -> dict[str, Any]:
     import httpx
@@ -523,17 +590,13 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
     hammer(1.0, 2, send_one)
     hammer(1.0, 2, upload_floor)
     drain_queues(url)
-    before = cpu_seconds(groups)
-    base_n, base_t = hammer(args.seconds, args.clients, baseline)
-    middle = cpu_seconds(groups)
-    send_n, send_t = hammer(args.seconds, args.clients, send_one)
-    after = cpu_seconds(groups)
-    base_rate, send_rate = base_n / base_t, send_n / send_t
-    backlog_s = drain_queues(url)
-    many_before = cpu_seconds(groups)
-    many_n, many_t = hammer(args.seconds, args.clients, send_many)
-    many_rate = many_n / many_t
-    many_cpu = per_item(many_before, cpu_seconds(groups), many_n)
+    interleaved = measure_interleaved(
+        {"baseline": baseline, "send": send_one, "many": send_many}, url, args, groups)
+    base_n, base_t = interleaved["baseline"].done, interleaved["baseline"].seconds
+    base_rate = base_n / base_t
+    send_rate = interleaved["send"].done / interleaved["send"].seconds
+    many_rate = interleaved["many"].done / interleaved["many"].seconds
+    backlog_s = statistics.median(interleaved["send"].drains)
     drain_queues(url)
     two_n, two_t = hammer(args.seconds, args.clients, send_two)
     two_rate = two_n / two_t
@@ -556,8 +619,8 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
     paused_drain_s = drain_queues(url)
     print(f"baseline {base_rate:.1f}/s, sending {send_rate:.1f} documents/s (one request), "
           f"{two_rate:.1f}/s (two requests); CPU ms per item: "
-          f"baseline {per_item(before, middle, base_n)}, "
-          f"sending {per_item(middle, after, send_n)}; {many_rate:.1f}/s from "
+          f"baseline {interleaved['baseline'].cpu_per_item()}, "
+          f"sending {interleaved['send'].cpu_per_item()}; {many_rate:.1f}/s from "
           f"{len(clerks)} agencies", file=sys.stderr, flush=True)
     drain_queues(url)
 
@@ -598,19 +661,23 @@ def run(app: str, base: str, url: str, data_dir: Path, args: argparse.Namespace,
         "documents_sent_per_s_many_senders": round(many_rate, 1),
         "many_senders_vs_baseline": round(many_rate / base_rate, 3),
         "many_senders": len(clerks),
-        "cpu_ms_per_document_many_senders": many_cpu,
+        "cpu_ms_per_document_many_senders": interleaved["many"].cpu_per_item(),
         "send_vs_baseline": round(ratio, 3),
+        "send_vs_baseline_per_round": interleaved["send"].ratios(interleaved["baseline"]),
+        "many_senders_vs_baseline_per_round": interleaved["many"].ratios(
+            interleaved["baseline"]),
         "send_target_met (>=0.25)": ratio >= 0.25,
         "fanout_receivers": len(codes),
         "fanout_seconds": [round(x, 3) for x in latencies],
         "fanout_median_s": round(statistics.median(latencies), 3),
         "fanout_target_met (<1 s)": max(latencies) < 1.0,
-        "cpu_ms_per_baseline_insert": per_item(before, middle, base_n),
-        "cpu_ms_per_document_during_send": per_item(middle, after, send_n),
+        "cpu_ms_per_baseline_insert": interleaved["baseline"].cpu_per_item(),
+        "cpu_ms_per_document_during_send": interleaved["send"].cpu_per_item(),
         "upload_floor_per_s": round(floor_rate, 1),
         "upload_floor_vs_baseline": round(floor_rate / base_rate, 3),
         "cpu_ms_per_upload_floor": floor_cpu,
         "send_backlog_drain_s": round(backlog_s, 2),
+        "rounds_interleaved": args.bursts, "burst_seconds": round(args.seconds / args.bursts, 2),
         "workers_paused_sent_per_s": round(paused_rate, 1),
         "workers_paused_vs_baseline": round(paused_rate / base_rate, 3),
         "cpu_ms_per_document_workers_paused": paused_cpu,
