@@ -1,3 +1,11 @@
+# Session 12 (2026-11-27, a slower machine: baseline 312-347/s), --seconds 10, the loads now
+#   in alternating bursts (measure_interleaved) and the client threads without the CA bundle:
+#   one agency's clerk 0.227, 0.237, 0.242 (target 0.25: NOT met), 8 agencies 0.233-0.243,
+#   workers paused 0.26-0.31; api 8.4-9.0 ms CPU per document, worker 5.0-5.5, postgres
+#   3.2-3.5, client 2.0-2.1 (baseline app 2.3-2.6, postgres 0.4-0.5, client 1.4-1.6).
+#   Fan-out median 0.15-0.17 s (met). --concurrency 1: 0.253, 0.238. Before, with the
+#   phases one after the other, the same code read 0.304, 0.270, 0.269 and, twenty minutes
+#   later, 0.220.
 # Session 11 (2026-11-27), --seconds 10, group commit (deps.UnitBatcher), staged blob writes,
 #   deliveries and events in one statement. Final code (34ff362), five runs on a slower
 #   phase (baseline 798-953/s): one agency's clerk 228-272 documents/s (0.2496-0.305, target
