@@ -44,6 +44,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,16 @@ def run_phase(phase: str, requests: int, data_dir: Path) -> None:
             _measure(one, requests)
         return
 
+    with api_sender(data_dir) as send:
+        _measure(send, requests)
+
+
+@contextmanager
+def api_sender(data_dir: Path) -> Iterator[Callable[[], None]]:
+    """The app in this process (FastAPI's TestClient) and a function that sends one document
+    as bench/routing.py does: POST /documents with recipients, one receiver, its own PDF."""
     import routing
+    from fastapi.testclient import TestClient
 
     from eoffice.agencies.demo import read_demo_users
     from eoffice.app import create_app
@@ -90,39 +101,23 @@ def run_phase(phase: str, requests: int, data_dir: Path) -> None:
                 "recipients": json.dumps([users["clerk.vuthu"]["agency_code"]])}
 
         def send() -> None:
-            pdf = unique_pdf()
             client.post("/api/v1/documents", headers=headers, data=form,
-                        files={"file": ("a.pdf", pdf, "application/pdf")}).raise_for_status()
+                        files={"file": ("a.pdf", unique_pdf(), "application/pdf")}
+                        ).raise_for_status()
 
-        _measure(send, requests)
+        yield send
 
 
 def feed_documents(groups: int, batch: int, data_dir: Path) -> None:
     """Send groups of documents through the API in this process (not counted); each
     group's tasks leave as the threaded publisher sends them under load: one batch task
     per kind for the group."""
-    import routing
-    from fastapi.testclient import TestClient
-
     from eoffice import outbox
-    from eoffice.agencies.demo import read_demo_users
-    from eoffice.app import create_app
-    from tests.helpers import metadata
 
-    users = {u["username"]: u for u in read_demo_users(data_dir)}
-    unique_pdf = routing.unique_pdfs()
-    with TestClient(create_app()) as client:
-        token = client.post("/api/v1/auth/token", data={
-            "username": "clerk.tinh", "password": users["clerk.tinh"]["password"]}
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        form = {"metadata": json.dumps(metadata()),
-                "recipients": json.dumps([users["clerk.vuthu"]["agency_code"]])}
+    with api_sender(data_dir) as send:
         for _ in range(groups):
             for _ in range(batch):
-                client.post("/api/v1/documents", headers=headers, data=form,
-                            files={"file": ("a.pdf", unique_pdf(), "application/pdf")}
-                            ).raise_for_status()
+                send()
             outbox.flush_publisher()
 
 
@@ -243,6 +238,8 @@ def main() -> int:
                         help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min(args.requests, args.batch, args.worker_documents) < 1:
+        parser.error("--requests, --batch and --worker-documents must be at least 1")
     if args.phase == "worker":
         run_worker_phase()
         return 0

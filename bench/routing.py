@@ -304,6 +304,8 @@ def main() -> int:
     parser.add_argument("--api-processes", type=int, default=1,
                         help="uvicorn processes of the API and, alike, of the baseline")
     args = parser.parse_args()
+    if args.bursts < 1 or args.seconds <= 0:
+        parser.error("--bursts must be at least 1 and --seconds above 0")
 
     with scratch_installation(extra_communes=max(0, args.receivers - 50)) as scratch:
         results = run_processes(args, scratch)
