@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import bindparam, literal_column, text
 from sqlalchemy import inspect as sa_inspect
@@ -149,22 +149,151 @@ def insert_rows_with_children(session: Session, parent: type[T], parent_rows: li
 @lru_cache(maxsize=16)
 def _linked_insert(parent_table: Any, parent_columns: tuple[str, ...], child_table: Any,
                    child_columns: tuple[str, ...], link: str, quoting: Any) -> Any:
+    parent_key = quoting.quote(next(iter(parent_table.primary_key)).name)
+    child_key = quoting.quote(next(iter(child_table.primary_key)).name)
+    ctes = _linked_ctes(parent_table, parent_columns, child_table, child_columns, link, quoting)
+    return text(f"WITH {ctes} SELECT 0, {parent_key} FROM parents "
+                f"UNION ALL SELECT 1, {child_key} FROM children")
+
+
+def _linked_ctes(parent_table: Any, parent_columns: tuple[str, ...], child_table: Any,
+                 child_columns: tuple[str, ...], link: str, quoting: Any,
+                 parent_under: tuple[str, str, str] | None = None) -> str:
+    """The CTEs `parents`, `positioned` and `children` of a linked insert: parents from JSON
+    parameter `parents`, children from `children` naming their parent by position in
+    column `link`. `parent_under` (column, CTE, its key): the parents' `column` takes the key
+    of the one row of an earlier CTE (their own parent, written in the same statement)."""
     q = quoting.quote
     parent_key = q(next(iter(parent_table.primary_key)).name)
     child_key = q(next(iter(child_table.primary_key)).name)
-    parents_sql = insert_from_recordset(parent_table, parent_columns, "parents", quoting)
+    if parent_under is None:
+        parents_sql = insert_from_recordset(parent_table, parent_columns, "parents", quoting)
+    else:
+        column, cte, cte_key = parent_under
+        target = quoting.format_table(parent_table)
+        picked_parent = ", ".join(f"{cte}.{cte_key}" if name == column else f"parent.{q(name)}"
+                                  for name in parent_columns)
+        parents_sql = (f"INSERT INTO {target} ({', '.join(q(n) for n in parent_columns)}) "
+                       f"SELECT {picked_parent} FROM {recordset(target, 'parents')} "
+                       f"WITH ORDINALITY AS parent CROSS JOIN {cte} "
+                       f"ORDER BY parent.ordinality")
     picked = ", ".join("positioned.new_key" if name == link else f"child.{q(name)}"
                        for name in child_columns)
+    return (f"parents AS ({parents_sql} RETURNING {parent_key}), "
+            f"positioned AS (SELECT {parent_key} AS new_key, "
+            f"row_number() OVER (ORDER BY {parent_key}) - 1 AS position FROM parents), "
+            f"children AS (INSERT INTO {quoting.format_table(child_table)} "
+            f"({', '.join(q(name) for name in child_columns)}) SELECT {picked} FROM "
+            f"{recordset(quoting.format_table(child_table), 'children')} WITH ORDINALITY AS "
+            f"child JOIN positioned ON positioned.position = child.{q(link)} "
+            f"ORDER BY child.ordinality RETURNING {child_key})")
+
+
+class Family(NamedTuple):
+    """What insert_family wrote: the root, its children and theirs, as persistent objects,
+    and the values of the root's columns the statement computed."""
+
+    root: Any
+    children: list[Any]
+    grandchildren: list[Any]
+    computed: dict[str, Any]
+
+
+def insert_family(session: Session, root: Any, root_row: dict[str, Any], root_link: str,
+                  child: Any, child_rows: list[dict[str, Any]], child_link: str,
+                  grandchild: Any, grandchild_rows: list[dict[str, Any]], *,
+                  referenced: Sequence[tuple[Any, list[dict[str, Any]]]] = (),
+                  prelude: str = "", computed: tuple[tuple[str, str], ...] = (),
+                  parameters: dict[str, Any] | None = None) -> Family | None:
+    """PostgreSQL: one row of `root`, its `child` rows (column `root_link` names the root)
+    and their `grandchild` rows (column `child_link` gives their child's position in
+    `child_rows`) in ONE statement; None elsewhere or when a table fills in more than its
+    key (the caller then writes them one table at a time).
+
+    `referenced` as insert_rows. `prelude`: CTEs written before the root's INSERT (with a
+    trailing comma), with their `parameters`; `computed`: (column, SQL) pairs for root
+    columns whose value the statement computes from the prelude (a register number), left
+    out of `root_row` and returned in Family.computed. A new document sent at once (its row,
+    its register number, deliveries and their events) is one round trip instead of three:
+    in a batch of sends each statement the batch waits for counts (bench/routing.py).
+    """
+    if (session.get_bind().dialect.name != "postgresql" or not child_rows
+            or not grandchild_rows):
+        return None
+    models: tuple[Any, Any, Any] = (root, child, grandchild)
+    full_root = _with_defaults(root, root_row)
+    full_children = [_with_defaults(child, row) for row in child_rows]
+    full_grand = [_with_defaults(grandchild, row) for row in grandchild_rows]
+    extra = tuple(name for name, _ in computed)
+    root_columns = tuple(name for name in same_columns(root.__table__, [full_root])
+                         if name not in extra)
+    child_columns = same_columns(child.__table__, full_children)
+    grand_columns = same_columns(grandchild.__table__, full_grand)
+    shapes = [(root.__table__, (*root_columns, *extra)),
+              (child.__table__, child_columns), (grandchild.__table__, grand_columns)]
+    keys = []
+    for table, columns in shapes:
+        key, returned = _returned_columns(table, columns)
+        if returned != (key,) or key in columns:
+            return None
+        keys.append(key)
+    quoting = session.get_bind().dialect.identifier_preparer
+    statement = _family_insert(models, root_columns, computed, root_link, child_columns,
+                               grand_columns, child_link, prelude,
+                               tuple((ref.__table__, same_columns(ref.__table__, rows))
+                                     for ref, rows in referenced), quoting)
+    written = session.execute(statement, {
+        **(parameters or {}), "root": json_rows([full_root]),
+        "parents": json_rows(full_children), "children": json_rows(full_grand),
+        **{f"referenced_{position}": json_rows(rows)
+           for position, (_, rows) in enumerate(referenced)}}).all()
+    root_written = next(row for row in written if row[0] == 0)
+    values = dict(zip(extra, root_written[2:2 + len(extra)], strict=True))
+    # Serial keys follow the order of each table's rows (as in insert_rows).
+    child_keys = sorted(int(row[1]) for row in written if row[0] == 1)
+    grand_keys = sorted(int(row[1]) for row in written if row[0] == 2)
+    root_key = int(root_written[1])
+    made_root = _persistent(session, root, {**full_root, **values}, {keys[0]: root_key})
+    children = [_persistent(session, child, {**row, root_link: root_key}, {keys[1]: key})
+                for row, key in zip(full_children, child_keys, strict=True)]
+    grandchildren = [_persistent(session, grandchild,
+                                 {**row, child_link: child_keys[row[child_link]]},
+                                 {keys[2]: key})
+                     for row, key in zip(full_grand, grand_keys, strict=True)]
+    return Family(made_root, children, grandchildren, values)
+
+
+@lru_cache(maxsize=16)
+def _family_insert(models: tuple[Any, Any, Any], root_columns: tuple[str, ...],
+                   computed: tuple[tuple[str, str], ...], root_link: str,
+                   child_columns: tuple[str, ...], grand_columns: tuple[str, ...],
+                   child_link: str, prelude: str,
+                   referenced: tuple[tuple[Any, tuple[str, ...]], ...], quoting: Any) -> Any:
+    root_table, child_table, grand_table = (model.__table__ for model in models)
+    q = quoting.quote
+    target = quoting.format_table(root_table)
+    root_key = q(next(iter(root_table.primary_key)).name)
+    ctes = "".join(f"referenced_{position} AS ("
+                   + insert_from_recordset(ref_table, ref_columns, f"referenced_{position}",
+                                           quoting, ignore_conflicts=True) + "), "
+                   for position, (ref_table, ref_columns) in enumerate(referenced))
+    names = ", ".join(q(name) for name in (*root_columns, *(n for n, _ in computed)))
+    picked = ", ".join([*(f"given.{q(name)}" for name in root_columns),
+                        *(f"({sql})" for _, sql in computed)])
+    returned = ", ".join([root_key, *(q(name) for name, _ in computed)])
+    root_sql = (f"root AS (INSERT INTO {target} ({names}) SELECT {picked} FROM "
+                f"{recordset(target, 'root')} AS given RETURNING {returned})")
+    family = _linked_ctes(child_table, child_columns, grand_table, grand_columns, child_link,
+                          quoting, parent_under=(root_link, "root", root_key))
+    child_key = q(next(iter(child_table.primary_key)).name)
+    grand_key = q(next(iter(grand_table.primary_key)).name)
+    blanks = ", ".join("NULL" for _ in computed)
+    tail = f", {blanks}" if computed else ""
     return text(
-        f"WITH parents AS ({parents_sql} RETURNING {parent_key}), "
-        f"positioned AS (SELECT {parent_key} AS new_key, "
-        f"row_number() OVER (ORDER BY {parent_key}) - 1 AS position FROM parents), "
-        f"children AS (INSERT INTO {quoting.format_table(child_table)} "
-        f"({', '.join(q(name) for name in child_columns)}) SELECT {picked} FROM "
-        f"{recordset(quoting.format_table(child_table), 'children')} WITH ORDINALITY AS child "
-        f"JOIN positioned ON positioned.position = child.{q(link)} "
-        f"ORDER BY child.ordinality RETURNING {child_key}) "
-        f"SELECT 0, {parent_key} FROM parents UNION ALL SELECT 1, {child_key} FROM children")
+        f"WITH {ctes}{prelude} {root_sql}, {family} "
+        f"SELECT 0, {root_key}, {', '.join(q(n) for n, _ in computed) or 'NULL'} FROM root "
+        f"UNION ALL SELECT 1, {child_key}{tail or ', NULL'} FROM parents "
+        f"UNION ALL SELECT 2, {grand_key}{tail or ', NULL'} FROM children")
 
 
 def _persistent(session: Session, model: Any, values: dict[str, Any],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Header, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -112,9 +112,13 @@ def create_from_form(session: Session, principal: Principal, metadata: str,
     meta = parse_metadata(metadata)
     return service.create_document(
         session, principal, meta, file.file if file else None,
-        file.filename if file else None,
-        [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
-         for a in attachments or []])
+        file.filename if file else None, _attachment_streams(attachments))
+
+
+def _attachment_streams(attachments: list[UploadFile] | None
+                        ) -> list[tuple[BinaryIO, str, str]]:
+    return [(a.file, a.filename or "attachment", a.content_type or "application/octet-stream")
+            for a in attachments or []]
 
 
 def parse_recipients(raw: str | None) -> list[str] | None:
@@ -193,13 +197,16 @@ def _create_document(session: Session, principal: Principal, metadata: str, file
                                    body_hash)
         if stored is not None:
             return stored.response, stored.status_code or 201
-    document = create_from_form(session, principal, metadata, file, attachments)
     # A new draft has no deliveries until this request sends it.
     deliveries: list[Delivery] = []
-    if targets is not None:
-        from eoffice.exchange.service import send_document
+    if targets is None:
+        document = create_from_form(session, principal, metadata, file, attachments)
+    else:
+        from eoffice.exchange.service import create_and_send
 
-        deliveries = send_document(session, principal, document, targets)
+        document, deliveries = create_and_send(
+            session, principal, parse_metadata(metadata), file.file, file.filename,
+            _attachment_streams(attachments), targets)
     result = document_out(session, principal, document, deliveries=deliveries,
                           **service.written_parts(session, document))
     if idempotency_key is not None:

@@ -23,12 +23,13 @@ from eoffice.models import (
     Attachment,
     Blob,
     Delivery,
+    DeliveryEvent,
     Document,
     DocumentRevision,
     RegisterCounter,
     utcnow,
 )
-from eoffice.rows import insert_ignore, insert_rows
+from eoffice.rows import Family, insert_family, insert_ignore, insert_rows
 from eoffice.settings import get_settings
 from eoffice.timeutil import local_now
 from eoffice.users.service import Principal
@@ -55,17 +56,32 @@ def _max_bytes() -> int:
     return get_settings().max_upload_mb * 1024 * 1024
 
 
+class Draft(NamedTuple):
+    """A new document's row, checked, with its file staged for commit; not written yet."""
+
+    values: dict[str, Any]
+    referenced: list[tuple[Any, list[dict[str, Any]]]]
+
+
 def create_document(session: Session, principal: Principal, meta: DocumentMetadata,
                     file: BinaryIO | None, file_name: str | None,
                     attachments: list[tuple[BinaryIO, str, str]],
                     channel: str = "electronic") -> Document:
     """A draft with its files; nothing is numbered until issuance."""
+    draft = draft_row(session, principal, meta, file, file_name, len(attachments), channel)
+    return finish_created(session, principal, insert_draft(session, draft), attachments)
+
+
+def draft_row(session: Session, principal: Principal, meta: DocumentMetadata,
+              file: BinaryIO | None, file_name: str | None, attachment_count: int,
+              channel: str = "electronic") -> Draft:
+    """The checks and the row of a new draft; its main file is staged (stored at commit)."""
     principal.require_role(*AUTHOR_ROLES)
     assert principal.agency_id is not None
     if channel == "electronic" and file is None:
         raise ValidationFailed("the main PDF file is required", field="file",
                                detail_vi="Cần tải lên tệp PDF văn bản")
-    if len(attachments) > get_settings().max_attachments:
+    if attachment_count > get_settings().max_attachments:
         raise ValidationFailed(f"at most {get_settings().max_attachments} attachments",
                                field="attachments")
     response_for_id, response_for_ref = _resolve_response_for(session, principal,
@@ -88,9 +104,20 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
         values["file_sha256"] = stored.sha256
         values["file_name"] = (file_name or "document.pdf")[-255:]
         referenced.append((Blob, [blob_row(stored, "application/pdf")]))
+    return Draft(values, referenced)
+
+
+def insert_draft(session: Session, draft: Draft) -> Document:
     # One statement for the file's row (if new) and the document, not the ORM's flush.
-    document = insert_rows(session, Document, [values], referenced=referenced)[0]
+    document = insert_rows(session, Document, [draft.values], referenced=draft.referenced)[0]
     assert document.id is not None
+    return document
+
+
+def finish_created(session: Session, principal: Principal, document: Document,
+                   attachments: list[tuple[BinaryIO, str, str]]) -> Document:
+    """What follows a new document's row: its first revision, its attachments, the audit
+    entry."""
     revisions: list[WrittenRevision] = []
     if document.file_sha256:
         first = WrittenRevision(1, document.file_sha256, "upload", utcnow())
@@ -106,7 +133,7 @@ def create_document(session: Session, principal: Principal, meta: DocumentMetada
     for stream, name, content_type in attachments:
         stored = store_upload(session, stream, content_type=content_type or
                               "application/octet-stream", max_bytes=_max_bytes())
-        written.append(Attachment(document_id=document.id, blob_sha256=stored.sha256,
+        written.append(Attachment(document_id=document.id or 0, blob_sha256=stored.sha256,
                                   file_name=(name or "attachment")[-255:],
                                   content_type=content_type or "application/octet-stream",
                                   size=stored.size))
@@ -211,11 +238,11 @@ def issue_document(session: Session, principal: Principal, document: Document) -
     sender = _check_issuable(session, principal, document)
     now = local_now()
     number = next_number(session, sender.id or 0, document.register_name, now.year)
-    for name, value in _issued_values(document, sender, now, utcnow()).items():
+    for name, value in _issued_values(document.type_name, sender, now, utcnow()).items():
         setattr(document, name, value)
     document.code_number = format_number(number)
     session.add(document)
-    _record_issued(session, principal, document)
+    record_issued(session, principal, document)
     return document
 
 
@@ -229,7 +256,8 @@ def issue_and_mark_sent(session: Session, principal: Principal, document: Docume
     """
     sender = _check_issuable(session, principal, document)
     now, at = local_now(), utcnow()
-    values = {**_issued_values(document, sender, now, at), "status": "sent", "sent_at": at}
+    values = {**_issued_values(document.type_name, sender, now, at), "status": "sent",
+              "sent_at": at}
     key: dict[str, Any] = {"counter_agency": sender.id or 0,
                            "counter_register": document.register_name,
                            "counter_year": now.year}
@@ -249,7 +277,44 @@ def issue_and_mark_sent(session: Session, principal: Principal, document: Docume
                         .values(**values))
     for name, value in values.items():
         set_committed_value(document, name, value)
-    _record_issued(session, principal, document)
+    record_issued(session, principal, document)
+
+
+def insert_issued_and_sent(session: Session, principal: Principal, draft: Draft,
+                           deliveries: list[dict[str, Any]], events: list[dict[str, Any]]
+                           ) -> Family | None:
+    """A new document issued and sent, in ONE statement on PostgreSQL: its file's row (if
+    new), its register number, its row, its deliveries and their events (rows.insert_family;
+    `events` name their delivery by position). None elsewhere: the caller writes them one
+    after the other (insert_draft, then the send).
+
+    The counter is taken in the statement that writes the document, as issue_and_mark_sent
+    takes it in the last statement of a send: its row lock lasts until commit. The counter
+    is created if the register has no number yet this year (an upsert: no second try).
+    The caller records the issuance (record_issued) where the audit trail expects it.
+    """
+    sender = AgencyTree.load(session).by_id[principal.agency_id or 0]
+    now, at = local_now(), utcnow()
+    values = {**draft.values, **_issued_values(str(draft.values["type_name"]), sender, now, at),
+              "status": "sent", "sent_at": at}
+    return insert_family(
+        session, Document, values, "document_id", Delivery, deliveries, "delivery_id",
+        DeliveryEvent, events, referenced=draft.referenced, prelude=_NUMBER_TAKEN,
+        computed=(("code_number", _NUMBER_PRINTED),),
+        parameters={"counter_agency": sender.id, "counter_year": now.year,
+                    "counter_register": draft.values["register_name"]})
+
+
+# The next number of a register as a CTE (`taken`), for insert_issued_and_sent, and the
+# printed number as format_number writes it.
+_NUMBER_TAKEN = (
+    "taken AS (INSERT INTO register_counters (agency_id, register_name, year, last_number) "
+    "VALUES (CAST(:counter_agency AS INTEGER), CAST(:counter_register AS VARCHAR), "
+    "CAST(:counter_year AS INTEGER), 1) ON CONFLICT (agency_id, register_name, year) "
+    "DO UPDATE SET last_number = register_counters.last_number + 1 "
+    "RETURNING last_number), ")
+_NUMBER_PRINTED = ("SELECT CASE WHEN last_number < 10 THEN '0' || last_number::text "
+                   "ELSE last_number::text END FROM taken")
 
 
 def _check_issuable(session: Session, principal: Principal, document: Document) -> AgencyRow:
@@ -263,10 +328,10 @@ def _check_issuable(session: Session, principal: Principal, document: Document) 
     return AgencyTree.load(session).by_id[document.sender_id]
 
 
-def _issued_values(document: Document, sender: AgencyRow, now: datetime,
+def _issued_values(type_name: str, sender: AgencyRow, now: datetime,
                    at: datetime) -> dict[str, Any]:
     """An issued document's fields but its number (local date `now`, UTC instant `at`)."""
-    return {"code_notation": notation_for(document.type_name, sender),
+    return {"code_notation": notation_for(type_name, sender),
             "issued_year": now.year, "promulgation_date": now.date(), "issued_at": at,
             "updated_at": at, "status": "issued"}
 
@@ -298,7 +363,7 @@ def _number_and_update(columns: tuple[str, ...]) -> Any:
             .returning(_documents.c.code_number))
 
 
-def _record_issued(session: Session, principal: Principal, document: Document) -> None:
+def record_issued(session: Session, principal: Principal, document: Document) -> None:
     record(session, actor=principal.name, action="document.issued", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
            data={"number": number_notation(document)})

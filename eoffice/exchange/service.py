@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy import func, or_
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
-from eoffice.agencies.service import AgencyRow, AgencyTree, resolve_recipients
+from eoffice.agencies.service import AgencyRow, AgencyTree, Recipient, resolve_recipients
 from eoffice.audit.service import record
+from eoffice.documents.schemas import DocumentMetadata
 from eoffice.documents.service import (
     apply_metadata_changes,
+    draft_row,
+    finish_created,
     get_own,
     get_visible,
+    insert_draft,
+    insert_issued_and_sent,
     issue_and_mark_sent,
     next_number,
     number_notation,
+    record_issued,
 )
 from eoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from eoffice.models import Agency, Attachment, Delivery, DeliveryEvent, Document, User, utcnow
@@ -86,35 +92,14 @@ def send_document(session: Session, principal: Principal, document: Document,
                        detail_vi="Chỉ gửi được văn bản điện tử có tệp đính kèm")
     if document.status == "recalled":
         raise Conflict("a recalled document cannot be sent", detail_vi="Văn bản đã bị thu hồi")
-    sender = AgencyTree.load(session).by_id[document.sender_id]
-    resolved = resolve_recipients(session, sender, recipients)
     was_draft = document.status == "draft"
-    # A draft has never been sent, so it has no deliveries to look up.
-    earlier = [] if was_draft else list(session.exec(
-        select(Delivery).where(Delivery.document_id == document.id)).all())
-    existing = {d.recipient_id for d in earlier}
-    rows = [{"document_id": document.id or 0, "recipient_id": recipient.agency.id or 0,
-             "addressed_to_code": recipient.addressed_to_code}
-            for recipient in resolved if recipient.agency.id not in existing]
-    inline = bool(rows) and len(rows) <= get_settings().inline_delivery_max
-    now = utcnow()
-    if inline:
-        # Written as arrived at once: one INSERT, no UPDATE of the rows just inserted.
-        rows = [{**row, **_arrived_values(now)} for row in rows]
+    plan = _plan_send(session, principal, document.id or 0, document.sender_id, recipients,
+                      first_send=was_draft)
     # The deliveries and their events in one statement (rows.insert_rows_with_children):
     # an event names its delivery by position until the delivery's key exists.
-    events = [{"delivery_id": position, "action": "queued", "transport_status": "queued",
-               "actor_user_id": principal.user_id, "actor_agency_id": principal.agency_id,
-               "at": now} for position in range(len(rows))]
-    if inline:
-        events += _arrival_rows(list(range(len(rows))), now)
-    created, written = insert_rows_with_children(session, Delivery, rows, DeliveryEvent,
-                                                 events, link="delivery_id")
-    arrived: list[DeliveryEvent] = []
-    if inline:
-        arrived = _arrived(session, document.id or 0, created, written[len(rows):])
-    elif created:
-        enqueue(session, "exchange.deliver", document.id)
+    created, written = insert_rows_with_children(session, Delivery, plan.rows, DeliveryEvent,
+                                                 plan.events, link="delivery_id")
+    arrived = _arrival(session, document.id or 0, plan, created, written)
     # The register number is taken last, in the statement that marks the document sent:
     # the counter's row lock lasts until commit, and every clerk of the agency numbering
     # a document at the same time queues on it (bench/routing.py measured 38 ms of waiting
@@ -126,6 +111,80 @@ def send_document(session: Session, principal: Principal, document: Document,
         document.sent_at = document.sent_at or utcnow()
         document.updated_at = utcnow()
         session.add(document)
+    return _finish_send(session, principal, document, plan, created, arrived)
+
+
+def create_and_send(session: Session, principal: Principal, meta: DocumentMetadata,
+                    file: BinaryIO, file_name: str | None,
+                    attachments: list[tuple[BinaryIO, str, str]], recipients: list[str]
+                    ) -> tuple[Document, list[Delivery]]:
+    """A new document, issued and sent in the same transaction (DHX's sendDocument): as
+    create_document then send_document, with the same checks and audit trail, but on
+    PostgreSQL the document's row, its number, its deliveries and their events are ONE
+    statement (documents.service.insert_issued_and_sent) instead of three."""
+    draft = draft_row(session, principal, meta, file, file_name, len(attachments))
+    principal.require_role("clerk", "leader")  # as send_document: officers only draft
+    plan = _plan_send(session, principal, 0, principal.agency_id or 0, recipients,
+                      first_send=True)
+    family = insert_issued_and_sent(session, principal, draft, plan.rows, plan.events)
+    if family is None:
+        drafted = finish_created(session, principal, insert_draft(session, draft),
+                                 attachments)
+        return drafted, send_document(session, principal, drafted, recipients)
+    document: Document = family.root
+    finish_created(session, principal, document, attachments)
+    arrived = _arrival(session, document.id or 0, plan, family.children, family.grandchildren)
+    record_issued(session, principal, document)
+    return document, _finish_send(session, principal, document, plan, family.children,
+                                  arrived)
+
+
+class _SendPlan(NamedTuple):
+    """A send's receivers and the rows it writes for those not sent to before."""
+
+    resolved: list[Recipient]
+    earlier: list[Delivery]
+    rows: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # each names its delivery by position in `rows`
+    inline: bool
+
+
+def _plan_send(session: Session, principal: Principal, document_id: int, sender_id: int,
+               recipients: list[str], *, first_send: bool) -> _SendPlan:
+    sender = AgencyTree.load(session).by_id[sender_id]
+    resolved = resolve_recipients(session, sender, recipients)
+    # A draft has never been sent, so it has no deliveries to look up.
+    earlier = [] if first_send else list(session.exec(
+        select(Delivery).where(Delivery.document_id == document_id)).all())
+    existing = {d.recipient_id for d in earlier}
+    rows = [{"document_id": document_id, "recipient_id": recipient.agency.id or 0,
+             "addressed_to_code": recipient.addressed_to_code}
+            for recipient in resolved if recipient.agency.id not in existing]
+    inline = bool(rows) and len(rows) <= get_settings().inline_delivery_max
+    now = utcnow()
+    if inline:
+        # Written as arrived at once: one INSERT, no UPDATE of the rows just inserted.
+        rows = [{**row, **_arrived_values(now)} for row in rows]
+    events = [{"delivery_id": position, "action": "queued", "transport_status": "queued",
+               "actor_user_id": principal.user_id, "actor_agency_id": principal.agency_id,
+               "at": now} for position in range(len(rows))]
+    if inline:
+        events += _arrival_rows(list(range(len(rows))), now)
+    return _SendPlan(resolved, earlier, rows, events, inline)
+
+
+def _arrival(session: Session, document_id: int, plan: _SendPlan, created: list[Delivery],
+             written: list[DeliveryEvent]) -> list[DeliveryEvent]:
+    """An inline send's arrival (its events for the listeners); a large one's task."""
+    if plan.inline:
+        return _arrived(session, document_id, created, written[len(plan.rows):])
+    if created:
+        enqueue(session, "exchange.deliver", document_id)
+    return []
+
+
+def _finish_send(session: Session, principal: Principal, document: Document, plan: _SendPlan,
+                 created: list[Delivery], arrived: list[DeliveryEvent]) -> list[Delivery]:
     # After numbering: what the listeners send on (webhook payloads) carries the number.
     _run_listeners(session, arrived, {d.id or 0: d for d in created})
     # stats (issue 6): count the sent document in the exchange-rate aggregates.
@@ -134,9 +193,9 @@ def send_document(session: Session, principal: Principal, document: Document,
     enqueue_document(session, document.id or 0)
     record(session, actor=principal.name, action="document.sent", object_type="document",
            object_id=document.id, agency_id=document.sender_id,
-           data={"recipients": [r.agency.code for r in resolved],
+           data={"recipients": [r.agency.code for r in plan.resolved],
                  "deliveries_queued": [d.id for d in created]})
-    return sorted([*earlier, *created], key=lambda d: d.id or 0)
+    return sorted([*plan.earlier, *created], key=lambda d: d.id or 0)
 
 
 def deliver(session: Session, document_id: int) -> int:

@@ -270,3 +270,53 @@ def test_update_rows_by_a_composite_key(env: Env) -> None:
         items = {i.kind: (i.electronic, i.day) for i in session.exec(
             select(StatsItem).where(StatsItem.ref_id == 7)).all()}
     assert items == {"doc": (0, date(1970, 1, 1)), "dlv": (1, date(2026, 5, 4))}
+
+
+def test_a_family_is_one_statement_and_equals_a_fresh_read(env: Env) -> None:
+    """insert_family (a new document sent at once): on PostgreSQL the root row, a column the
+    statement computes, the children and the grandchildren by position go in ONE statement
+    and the objects equal a fresh read; elsewhere it declines (None) and writes nothing."""
+    from sqlalchemy import event, func
+
+    from eoffice.db import new_session
+    from eoffice.models import Agency, Delivery, DeliveryEvent, Document
+    from eoffice.rows import insert_family
+
+    at = datetime(2026, 5, 4, 3, 2, 1, 654321, tzinfo=timezone(timedelta(hours=7)))
+    with new_session() as session:
+        agencies = session.exec(select(Agency.id).order_by(Agency.id).limit(3)).all()
+        before = session.exec(select(func.count()).select_from(Document)).one()
+        statements: list[str] = []
+
+        def count(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(session.get_bind(), "before_cursor_execute", count)
+        family = insert_family(
+            session, Document, {"sender_id": agencies[0], "type_name": "Tờ trình",
+                                "subject": "Gửi", "due_date": date(2026, 12, 31),
+                                "to_places": ["Như trên"], "sent_at": at},
+            "document_id",
+            Delivery, [{"document_id": 0, "recipient_id": agency, "delivered_at": at}
+                       for agency in agencies[1:]], "delivery_id",
+            DeliveryEvent, [{"delivery_id": link, "action": f"event {n}", "at": at}
+                            for n, link in enumerate([1, 0, 1])],
+            prelude="seven AS (SELECT 7 AS n), ",
+            computed=(("code_number", "SELECT n::text || :suffix FROM seven"),),
+            parameters={"suffix": "/QĐ"})
+        event.remove(session.get_bind(), "before_cursor_execute", count)
+        if env.backend != "postgres":
+            assert family is None and not statements
+            assert session.exec(select(func.count()).select_from(Document)).one() == before
+            return
+        assert family is not None and len(statements) == 1
+        session.commit()
+    document, deliveries, events = family.root, family.children, family.grandchildren
+    assert family.computed == {"code_number": "7/QĐ"} and document.code_number == "7/QĐ"
+    assert [d.document_id for d in deliveries] == [document.id] * 2
+    assert [d.recipient_id for d in deliveries] == list(agencies[1:])
+    assert [e.delivery_id for e in events] == [deliveries[1].id, deliveries[0].id,
+                                               deliveries[1].id]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    _assert_as_read_fresh([(Document, [document]), (Delivery, deliveries),
+                           (DeliveryEvent, events)])

@@ -183,15 +183,14 @@ def test_create_and_send_statement_budget(env: Env, as_user: Clients) -> None:
     # The request's own transaction; eager tasks (tests) run after its commit.
     first_transaction = statements[:statements.index("COMMIT")]
     writes = [s.split()[0] for s in first_transaction]
-    # caller (+ directory and webhook versions), the file's row with the document (one
-    # statement), the delivery with its events (one statement), the register number with
-    # the document's number and status (one statement, last: its row lock lasts until
-    # commit), then the revision, audit and outbox rows deferred to commit (one statement).
-    assert len(first_transaction) <= 5, "\n".join(s[:80] for s in first_transaction)
-    assert writes == ["SELECT", "WITH", "WITH", "WITH", "WITH"]
-    assert "INSERT INTO delivery_events" in first_transaction[2]
-    assert "INSERT INTO blobs" in first_transaction[1]
-    assert "register_counters" in first_transaction[-2]
+    # The caller (+ directory and webhook versions); then ONE statement for the file's row,
+    # the register number, the document (issued and sent), its delivery and the delivery's
+    # events (documents.service.insert_issued_and_sent); then the revision, audit and outbox
+    # rows deferred to commit (one statement).
+    assert len(first_transaction) == 3, "\n".join(s[:80] for s in first_transaction)
+    assert writes == ["SELECT", "WITH", "WITH"]
+    for table in ("blobs", "register_counters", "documents", "deliveries", "delivery_events"):
+        assert f"INSERT INTO {table} " in first_transaction[1], table
     document_id = response.json()["id"]
     with new_session() as session:
         assert session.exec(select(DocumentRevision.number).where(
@@ -381,3 +380,39 @@ def test_both_engines_take_their_pool_size_from_the_settings(
         engine_for(get_settings().database_url).dispose()
         get_settings.cache_clear()
         engine_for.cache_clear()
+
+
+def test_a_sent_document_answers_as_a_read_finds_it_with_its_trail_in_order(
+        env: Env, as_user: Clients) -> None:
+    """The response is built from the values written (on PostgreSQL the document, number,
+    delivery and events come from one statement, never read back): every field must be
+    what a later read finds, and the audit trail keeps the order of the separate steps."""
+    from eoffice.db import new_session
+    from eoffice.models import AuditEvent, Delivery, DeliveryEvent
+
+    receivers = [env.user("clerk.vuthu")["agency_code"], env.user("clerk.tinh")["agency_code"]]
+    for round_number in (1, 2):  # the register's first number this year, then the next
+        response = _create(as_user, CLERK, json.dumps(receivers),
+                           pdf=make_pdf(f"read {round_number}"), due_date="2026-12-31")
+        assert response.status_code == 201, response.text
+        sent = response.json()
+        assert sent["code_number"] == f"0{round_number}"
+        read = as_user.client.get(f"/api/v1/documents/{sent['id']}",
+                                  headers=as_user.headers(CLERK)).json()
+        fields = [name for name in sent if name != "deliveries"]
+        assert {n: sent[n] for n in fields} == {n: read[n] for n in fields}
+        # The arrival check has run since (tasks are eager here): only its fields moved.
+        moved = {"verification_indication", "verification_report_id", "updated_at"}
+        assert [{k: v for k, v in d.items() if k not in moved} for d in sent["deliveries"]] \
+            == [{k: v for k, v in d.items() if k not in moved} for d in read["deliveries"]]
+    with new_session() as session:
+        trail = session.exec(select(AuditEvent.action).where(
+            AuditEvent.object_type == "document").where(
+            AuditEvent.object_id == str(sent["id"])).order_by(AuditEvent.id)).all()
+        events = session.exec(select(DeliveryEvent.action, Delivery.recipient_id).join(
+            Delivery, Delivery.id == DeliveryEvent.delivery_id)  # type: ignore[arg-type]
+            .where(Delivery.document_id == sent["id"]).order_by(DeliveryEvent.id)).all()
+    assert trail[:4] == ["document.created", "delivery.arrived", "document.issued",
+                         "document.sent"]
+    assert [action for action, _ in events] == ["queued", "queued", "arrived", "arrived"]
+    assert len({recipient for _, recipient in events}) == 2
