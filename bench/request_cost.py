@@ -23,6 +23,9 @@ about 3%; compare revisions with the same command. Needs valgrind (Debian packag
 
     .venv/bin/python bench/request_cost.py --only worker   # one phase (repeatable)
 
+Session 13 (2026-11-27): send 18.08M -> 16.16M and 16.37M with a new document's row,
+number, deliveries and events in one statement; baseline 5.29M; worker 4.74M and 4.90M.
+
 Session 12 (2026-11-27): baseline 5.29M, send 19.8M instructions per request; worker 5.87M
 and 6.07M per document (two runs): arrival checks 3.25M, statistics 1.88M, audit sealing
 0.93M (BENCH_WORKER_TASK). Passing the batch's files to the sandbox down one pipe with the

@@ -1,3 +1,10 @@
+# Session 13 (2026-11-27, baseline 595-770/s), --seconds 10: a new document sent in its
+#   upload request is one statement (rows.insert_family). This commit and the one before
+#   (ee60ddd) run in turn, four times each: one agency's clerk 0.267, 0.289, 0.283, 0.276 ->
+#   0.332, 0.327, 0.334, 0.295 (target 0.25: met; every round 0.271-0.361), 8 agencies
+#   0.248-0.305 -> 0.294-0.339; api 3.2-4.1 -> 2.6-3.5 ms CPU per document, postgres
+#   1.3-1.7 -> 1.1-1.4, worker 1.4-1.9 (unchanged), client 0.8-1.0. Fan-out median
+#   0.063-0.096 s (met).
 # Session 12 (2026-11-27, a slower machine: baseline 312-347/s), --seconds 10, the loads now
 #   in alternating bursts (measure_interleaved) and the client threads without the CA bundle:
 #   one agency's clerk 0.227, 0.237, 0.242 (target 0.25: NOT met), 8 agencies 0.233-0.243,
