@@ -95,6 +95,12 @@ def send_document(session: Session, principal: Principal, document: Document,
     was_draft = document.status == "draft"
     plan = _plan_send(session, principal, document.id or 0, document.sender_id, recipients,
                       first_send=was_draft)
+    return _write_send(session, principal, document, plan, was_draft=was_draft)
+
+
+def _write_send(session: Session, principal: Principal, document: Document, plan: _SendPlan,
+                *, was_draft: bool) -> list[Delivery]:
+    """A checked and planned send of a written document: its rows, arrival and number."""
     # The deliveries and their events in one statement (rows.insert_rows_with_children):
     # an event names its delivery by position until the delivery's key exists.
     created, written = insert_rows_with_children(session, Delivery, plan.rows, DeliveryEvent,
@@ -127,10 +133,12 @@ def create_and_send(session: Session, principal: Principal, meta: DocumentMetada
     plan = _plan_send(session, principal, 0, principal.agency_id or 0, recipients,
                       first_send=True)
     family = insert_issued_and_sent(session, principal, draft, plan.rows, plan.events)
-    if family is None:
+    if family is None:  # one step after the other, with the plan made above
         drafted = finish_created(session, principal, insert_draft(session, draft),
                                  attachments)
-        return drafted, send_document(session, principal, drafted, recipients)
+        rows = [{**row, "document_id": drafted.id or 0} for row in plan.rows]
+        return drafted, _write_send(session, principal, drafted, plan._replace(rows=rows),
+                                    was_draft=True)
     document: Document = family.root
     finish_created(session, principal, document, attachments)
     arrived = _arrival(session, document.id or 0, plan, family.children, family.grandchildren)

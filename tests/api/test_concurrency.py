@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -11,6 +12,18 @@ from tests.conftest import Env
 from tests.helpers import create_document, login
 
 PARALLEL = 12
+
+
+def _run_together(target: Callable[[int], None], items: list[int],
+                  errors: list[BaseException]) -> None:
+    """`target` for each item, each in its own thread; `errors` (what the threads caught)
+    must be empty afterwards."""
+    threads = [threading.Thread(target=target, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
 
 
 def test_parallel_issuance_gives_unique_consecutive_numbers(pg_env: Env) -> None:
@@ -40,12 +53,7 @@ def test_parallel_issuance_gives_unique_consecutive_numbers(pg_env: Env) -> None
         except BaseException as exc:  # collected and re-raised in the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=issue, args=(i,)) for i in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
+    _run_together(issue, ids, errors)
     with new_session() as session:
         numbers = sorted(d.code_number for d in session.exec(
             select(Document).where(Document.id.in_(ids))).all())  # type: ignore[union-attr]
@@ -90,12 +98,7 @@ def test_parallel_create_and_send_numbers_from_the_first_of_the_year(pg_env: Env
         except BaseException as exc:  # collected and re-raised in the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(PARALLEL)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
+    _run_together(send, list(range(PARALLEL)), errors)
     with new_session() as session:
         numbers = sorted(d.code_number for d in session.exec(
             select(Document).where(Document.id.in_(ids))).all())  # type: ignore[union-attr]
